@@ -1,0 +1,827 @@
+//! The agent's configuration file (TOML): typed, strict, with a default for every
+//! option, and errors that name the file, the line and the key.
+//!
+//! ```toml
+//! [agent]
+//! node = "web-1"
+//! control = "tcp://127.0.0.1:5555"
+//!
+//! [watchers.worker]
+//! cmd = "python3 worker.py --wid $(wid)"
+//! numprocesses = 2
+//! ```
+//!
+//! Relative paths (`state_dir`, `working_dir`, output files) are relative to the
+//! directory of the config file, so a config means the same wherever the agent is
+//! started from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ringmaster_protocol::{names, OptionMap, OptionValue, Signal};
+use serde::{Deserialize, Serialize};
+
+/// Default control endpoint (Circus's port, loopback only).
+pub const DEFAULT_CONTROL: &str = "tcp://127.0.0.1:5555";
+/// Default publish endpoint (Circus's port, loopback only).
+pub const DEFAULT_PUBSUB: &str = "tcp://127.0.0.1:5556";
+
+/// A config that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file, when the config came from one.
+    pub file: Option<PathBuf>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The key (dotted path) at fault, when known.
+    pub key: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(file) = &self.file {
+            out.push_str(&file.display().to_string());
+            if let Some(line) = self.line {
+                out.push_str(&format!(":{line}"));
+            }
+            out.push_str(": ");
+        }
+        if let Some(key) = &self.key {
+            out.push_str(&format!("'{key}': "));
+        }
+        out.push_str(&self.message);
+        out
+    }
+
+    /// An error about `key` with no file position (runtime `set`/`add`).
+    pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: None,
+            line: None,
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole file as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[agent]`
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// `[watchers.NAME]`
+    #[serde(default)]
+    pub watchers: BTreeMap<String, WatcherConfig>,
+}
+
+/// `[agent]`: the node itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Node name, the second part of every topic. Default: the host name.
+    pub node: Option<String>,
+    /// Control endpoint (ROUTER).
+    #[serde(default = "default_control")]
+    pub control: String,
+    /// Publish endpoint (PUB).
+    #[serde(default = "default_pubsub")]
+    pub pubsub: String,
+    /// Where runtime changes are persisted. Default: `/var/lib/ringmaster` as root,
+    /// else `$XDG_STATE_HOME/ringmaster` (or `~/.local/state/ringmaster`).
+    pub state_dir: Option<PathBuf>,
+    /// Free-form labels, used by the pool layer for placement.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Seconds to wait between starting two watchers.
+    #[serde(default)]
+    pub warmup_delay: f64,
+    /// Allow binding non-loopback TCP addresses without keys.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            node: None,
+            control: default_control(),
+            pubsub: default_pubsub(),
+            state_dir: None,
+            labels: BTreeMap::new(),
+            warmup_delay: 0.0,
+            insecure: false,
+        }
+    }
+}
+
+fn default_control() -> String {
+    DEFAULT_CONTROL.to_string()
+}
+fn default_pubsub() -> String {
+    DEFAULT_PUBSUB.to_string()
+}
+
+/// Where a process's output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The agent's own stream (Circus's default).
+    Inherit,
+    /// Discarded.
+    Null,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+impl Serialize for Output {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Output::Inherit => s.serialize_str("inherit"),
+            Output::Null => s.serialize_str("null"),
+            Output::File(path) => s.serialize_str(&path.to_string_lossy()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Output {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "inherit" => Output::Inherit,
+            "null" | "/dev/null" => Output::Null,
+            "" => {
+                return Err(serde::de::Error::custom(
+                    "empty output: use \"inherit\", \"null\" or a file path",
+                ))
+            }
+            path => Output::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// Arguments, as a list or as one shell-quoted string.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Args(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<String>),
+            Line(String),
+        }
+        match Form::deserialize(d)? {
+            Form::List(list) => Ok(Args(list)),
+            Form::Line(line) => shlex::split(&line).map(Args).ok_or_else(|| {
+                serde::de::Error::custom(format!("cannot split arguments {line:?}: unbalanced quotes"))
+            }),
+        }
+    }
+}
+
+/// `[watchers.NAME]`: a named group of identical processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatcherConfig {
+    /// Program and arguments (shell-quoted; `$(wid)`, `$(env.NAME)` expanded).
+    pub cmd: String,
+    /// More arguments, appended to those of `cmd`.
+    #[serde(default)]
+    pub args: Args,
+    /// How many processes.
+    #[serde(default = "one")]
+    pub numprocesses: u32,
+    /// Working directory of the processes. Default: the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// Environment variables (values may use `$(env.NAME)`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Start from the agent's environment (else only `env`, as in Circus).
+    #[serde(default)]
+    pub copy_env: bool,
+    /// Run `cmd` through `/bin/sh -c`.
+    #[serde(default)]
+    pub shell: bool,
+    /// Signal that asks a process to stop.
+    #[serde(default = "sigterm")]
+    pub stop_signal: Signal,
+    /// Seconds between the stop signal and SIGKILL.
+    #[serde(default = "thirty")]
+    pub graceful_timeout: f64,
+    /// Send the stop signal to the whole process group, not only the process.
+    #[serde(default)]
+    pub stop_children: bool,
+    /// Replace processes that exit.
+    #[serde(default = "yes")]
+    pub respawn: bool,
+    /// Start with the agent (and with a name-less `start`).
+    #[serde(default = "yes")]
+    pub autostart: bool,
+    /// Seconds between two spawns of this watcher.
+    #[serde(default)]
+    pub warmup_delay: f64,
+    /// Start order: higher first; shutdown goes the other way.
+    #[serde(default)]
+    pub priority: i64,
+    /// At most one process.
+    #[serde(default)]
+    pub singleton: bool,
+    /// Flapping: how many times the watcher is retried before the agent gives up
+    /// (-1: forever).
+    #[serde(default = "five")]
+    pub max_retry: i64,
+    /// Detect flapping at all.
+    #[serde(default = "yes")]
+    pub check_flapping: bool,
+    /// Flapping: this many unexpected exits ...
+    #[serde(default = "two")]
+    pub flapping_attempts: u32,
+    /// ... within this many seconds stop the watcher ...
+    #[serde(default = "one_f")]
+    pub flapping_window: f64,
+    /// ... for this many seconds before it is started again.
+    #[serde(default = "seven")]
+    pub retry_in: f64,
+    /// Backoff after the second quick crash of a process slot, in seconds; doubles
+    /// with each further crash.
+    #[serde(default = "tenth")]
+    pub backoff_initial: f64,
+    /// Cap on the backoff, in seconds.
+    #[serde(default = "thirty")]
+    pub backoff_max: f64,
+    /// A process that ran this many seconds was healthy: its slot's backoff resets.
+    #[serde(default = "ten")]
+    pub healthy_after: f64,
+    /// Give processes /dev/null as stdin.
+    #[serde(default = "yes")]
+    pub close_child_stdin: bool,
+    /// Where stdout goes: `"inherit"`, `"null"` or a file path (appended).
+    #[serde(default = "inherit")]
+    pub stdout: Output,
+    /// Where stderr goes: `"inherit"`, `"null"` or a file path (appended).
+    #[serde(default = "inherit")]
+    pub stderr: Output,
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn five() -> i64 {
+    5
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn seven() -> f64 {
+    7.0
+}
+fn ten() -> f64 {
+    10.0
+}
+fn tenth() -> f64 {
+    0.1
+}
+fn thirty() -> f64 {
+    30.0
+}
+fn yes() -> bool {
+    true
+}
+fn sigterm() -> Signal {
+    Signal::Term
+}
+fn inherit() -> Output {
+    Output::Inherit
+}
+
+/// Options that `set` applies without touching running processes; every other
+/// option makes `set` reload the watcher gracefully.
+pub const LIVE_OPTIONS: &[&str] = &[
+    "numprocesses",
+    "stop_signal",
+    "graceful_timeout",
+    "stop_children",
+    "respawn",
+    "autostart",
+    "warmup_delay",
+    "priority",
+    "singleton",
+    "max_retry",
+    "check_flapping",
+    "flapping_attempts",
+    "flapping_window",
+    "retry_in",
+    "backoff_initial",
+    "backoff_max",
+    "healthy_after",
+];
+
+impl WatcherConfig {
+    /// A watcher running `cmd` with every other option at its default.
+    pub fn with_cmd(cmd: impl Into<String>) -> Result<Self, ConfigError> {
+        let mut map = OptionMap::new();
+        map.insert("cmd".into(), OptionValue::Str(cmd.into()));
+        WatcherConfig::from_options(&map)
+    }
+
+    /// Builds a watcher from wire options (`add`), with the same checks as a file.
+    pub fn from_options(options: &OptionMap) -> Result<Self, ConfigError> {
+        let table = options_to_toml(options);
+        table
+            .try_into::<WatcherConfig>()
+            .map_err(|e| ConfigError {
+                file: None,
+                line: None,
+                key: None,
+                message: e.message().trim().to_string(),
+            })
+    }
+
+    /// Every option with its value, as `options` shows them.
+    pub fn to_options(&self) -> OptionMap {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(table)) => table
+                .into_iter()
+                .map(|(k, v)| (k, toml_to_option(v)))
+                .collect(),
+            _ => OptionMap::new(),
+        }
+    }
+
+    /// This config with `changes` applied, checked as a whole.
+    pub fn with_changes(&self, changes: &OptionMap) -> Result<Self, ConfigError> {
+        let mut options = self.to_options();
+        for (key, value) in changes {
+            if key == "name" {
+                return Err(ConfigError::key(key, "a watcher cannot be renamed"));
+            }
+            options.insert(key.clone(), value.clone());
+        }
+        WatcherConfig::from_options(&options)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| Err(ConfigError::key(key, message));
+        if self.cmd.trim().is_empty() {
+            return fail("cmd", "is empty; give the program to run".into());
+        }
+        if shlex::split(&self.cmd).is_none() {
+            return fail("cmd", "has unbalanced quotes".into());
+        }
+        if self.singleton && self.numprocesses > 1 {
+            return fail(
+                "numprocesses",
+                format!("is {} but the watcher is a singleton (at most 1)", self.numprocesses),
+            );
+        }
+        for (key, value) in [
+            ("graceful_timeout", self.graceful_timeout),
+            ("warmup_delay", self.warmup_delay),
+            ("flapping_window", self.flapping_window),
+            ("retry_in", self.retry_in),
+            ("backoff_initial", self.backoff_initial),
+            ("backoff_max", self.backoff_max),
+            ("healthy_after", self.healthy_after),
+        ] {
+            if !value.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&value) {
+                return fail(key, format!("must be a number of seconds >= 0, not {value}"));
+            }
+        }
+        if self.max_retry < -1 {
+            return fail("max_retry", "must be -1 (forever) or a count >= 0".into());
+        }
+        if self.flapping_attempts == 0 {
+            return fail(
+                "flapping_attempts",
+                "must be at least 1 (set check_flapping = false to turn flapping detection off)"
+                    .into(),
+            );
+        }
+        if self.numprocesses > 100_000 {
+            return fail("numprocesses", "is larger than 100000".into());
+        }
+        Ok(())
+    }
+
+    /// Resolves relative paths against `base` (the config file's directory).
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(dir) = &self.working_dir {
+            if dir.is_relative() {
+                self.working_dir = Some(base.join(dir));
+            }
+        }
+        for output in [&mut self.stdout, &mut self.stderr] {
+            if let Output::File(path) = output {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
+    }
+}
+
+fn options_to_toml(options: &OptionMap) -> toml::Value {
+    toml::Value::Table(
+        options
+            .iter()
+            .map(|(k, v)| (k.clone(), option_to_toml(v)))
+            .collect(),
+    )
+}
+
+fn option_to_toml(value: &OptionValue) -> toml::Value {
+    match value {
+        OptionValue::Bool(b) => toml::Value::Boolean(*b),
+        OptionValue::Int(i) => toml::Value::Integer(*i),
+        OptionValue::Float(x) => toml::Value::Float(*x),
+        OptionValue::Str(s) => toml::Value::String(s.clone()),
+        OptionValue::List(items) => toml::Value::Array(items.iter().map(option_to_toml).collect()),
+        OptionValue::Table(map) => options_to_toml(map),
+    }
+}
+
+fn toml_to_option(value: toml::Value) -> OptionValue {
+    match value {
+        toml::Value::Boolean(b) => OptionValue::Bool(b),
+        toml::Value::Integer(i) => OptionValue::Int(i),
+        toml::Value::Float(x) => OptionValue::Float(x),
+        toml::Value::String(s) => OptionValue::Str(s),
+        toml::Value::Datetime(d) => OptionValue::Str(d.to_string()),
+        toml::Value::Array(items) => {
+            OptionValue::List(items.into_iter().map(toml_to_option).collect())
+        }
+        toml::Value::Table(table) => OptionValue::Table(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, toml_to_option(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The agent's settings once the file is read and defaults are filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    /// Node name.
+    pub node: String,
+    /// Control endpoint.
+    pub control: String,
+    /// Publish endpoint.
+    pub pubsub: String,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Seconds between starting two watchers.
+    pub warmup_delay: f64,
+    /// Non-loopback binds allowed without keys.
+    pub insecure: bool,
+}
+
+/// A loaded, checked config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from.
+    pub path: Option<PathBuf>,
+    /// `[agent]`, resolved.
+    pub agent: AgentSettings,
+    /// Watchers, by name.
+    pub watchers: BTreeMap<String, WatcherConfig>,
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            line: None,
+            key: None,
+            message: format!("cannot read config file: {e}"),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        Config::parse(&source, Some(path), &base)
+    }
+
+    /// Parses a config from `source`; `base` resolves relative paths.
+    pub fn parse(source: &str, file: Option<&Path>, base: &Path) -> Result<Config, ConfigError> {
+        let parsed: ConfigFile = toml::from_str(source).map_err(|e| {
+            let line = e.span().map(|span| line_of(source, span.start));
+            ConfigError {
+                file: file.map(Path::to_path_buf),
+                line,
+                key: None,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let at = |table: &[&str], key: Option<&str>, err: ConfigError| ConfigError {
+            file: file.map(Path::to_path_buf),
+            line: locate(source, table, key),
+            key: Some(match (key, &err.key) {
+                (_, Some(k)) => format!("{}.{k}", table.join(".")),
+                (Some(k), None) => format!("{}.{k}", table.join(".")),
+                (None, None) => table.join("."),
+            }),
+            message: err.message,
+        };
+
+        let agent = parsed.agent;
+        let node = match agent.node {
+            Some(node) => node,
+            None => default_node_name(),
+        };
+        names::validate("node", &node).map_err(|e| {
+            at(&["agent"], Some("node"), ConfigError::key("node", e.to_string()))
+        })?;
+        for (key, endpoint) in [("control", &agent.control), ("pubsub", &agent.pubsub)] {
+            check_endpoint(endpoint, agent.insecure).map_err(|message| {
+                at(&["agent"], Some(key), ConfigError::key(key, message))
+            })?;
+        }
+        if agent.control == agent.pubsub {
+            return Err(at(
+                &["agent"],
+                Some("pubsub"),
+                ConfigError::key("pubsub", "must differ from 'control'"),
+            ));
+        }
+        if !agent.warmup_delay.is_finite() || agent.warmup_delay < 0.0 {
+            return Err(at(
+                &["agent"],
+                Some("warmup_delay"),
+                ConfigError::key("warmup_delay", "must be a number of seconds >= 0"),
+            ));
+        }
+        let state_dir = match agent.state_dir {
+            Some(dir) if dir.is_relative() => base.join(dir),
+            Some(dir) => dir,
+            None => default_state_dir(),
+        };
+
+        let mut watchers = BTreeMap::new();
+        for (name, mut watcher) in parsed.watchers {
+            names::validate("watcher", &name).map_err(|e| {
+                at(&["watchers", &name], None, ConfigError::key("", e.to_string()))
+            })?;
+            if let Err(err) = watcher.validate() {
+                let key = err.key.clone();
+                return Err(at(&["watchers", &name], key.as_deref(), err));
+            }
+            watcher.resolve_paths(base);
+            watchers.insert(name, watcher);
+        }
+        Ok(Config {
+            path: file.map(Path::to_path_buf),
+            agent: AgentSettings {
+                node,
+                control: agent.control,
+                pubsub: agent.pubsub,
+                state_dir,
+                labels: agent.labels,
+                warmup_delay: agent.warmup_delay,
+                insecure: agent.insecure,
+            },
+            watchers,
+        })
+    }
+}
+
+/// Refuses endpoints that are not ZeroMQ transports we serve, and non-loopback TCP
+/// binds unless `insecure` (Ringmaster's control endpoint changes what runs on the
+/// host; without keys it belongs on loopback or ipc only).
+pub fn check_endpoint(endpoint: &str, insecure: bool) -> Result<(), String> {
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        if path.is_empty() {
+            return Err("ipc endpoint has no path".into());
+        }
+        return Ok(());
+    }
+    let Some(rest) = endpoint.strip_prefix("tcp://") else {
+        return Err(format!(
+            "unsupported endpoint '{endpoint}': use tcp://HOST:PORT or ipc:///path"
+        ));
+    };
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Err(format!("endpoint '{endpoint}' has no port: use tcp://HOST:PORT"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("endpoint '{endpoint}' has an invalid port '{port}'"));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback && !insecure {
+        return Err(format!(
+            "'{endpoint}' is not a loopback address; without keys the agent binds only \
+             loopback or ipc:// endpoints. Put the agent behind a private network and set \
+             `insecure = true` in [agent] to bind it anyway"
+        ));
+    }
+    Ok(())
+}
+
+fn default_node_name() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string());
+    // Host names may contain dots; keep the first label, which is what people call
+    // the machine, and make it a valid topic part.
+    let short = host.split('.').next().unwrap_or("localhost");
+    let cleaned: String = short
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "localhost".into()
+    } else {
+        cleaned
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/ringmaster");
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("ringmaster");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/ringmaster"),
+        None => PathBuf::from("/tmp/ringmaster-state"),
+    }
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// Finds the line of `key` inside the table `[a.b]` (or of the table header when
+/// `key` is absent or not found). Good enough for the common layouts of a config
+/// file; returns None when it cannot tell.
+fn locate(source: &str, table: &[&str], key: Option<&str>) -> Option<usize> {
+    let mut in_table = false;
+    let mut header_line = None;
+    for (index, raw) in source.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            let name: String = line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .split('.')
+                .map(|part| part.trim().trim_matches('"').trim_matches('\''))
+                .collect::<Vec<_>>()
+                .join(".");
+            in_table = name == table.join(".");
+            if in_table {
+                header_line = Some(index + 1);
+            }
+            continue;
+        }
+        if in_table {
+            if let Some(key) = key {
+                let found = line
+                    .split_once('=')
+                    .map(|(k, _)| k.trim().trim_matches('"'))
+                    .is_some_and(|k| k == key);
+                if found {
+                    return Some(index + 1);
+                }
+            }
+        }
+    }
+    header_line
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Output::Inherit => f.write_str("inherit"),
+            Output::Null => f.write_str("null"),
+            Output::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(source: &str) -> Result<Config, ConfigError> {
+        Config::parse(source, Some(Path::new("agent.toml")), Path::new("/srv"))
+    }
+
+    #[test]
+    fn defaults_follow_circus() {
+        let config = parse("[agent]\nnode = \"n1\"\n[watchers.w]\ncmd = \"sleep 10\"\n").unwrap();
+        let w = &config.watchers["w"];
+        assert_eq!(w.numprocesses, 1);
+        assert_eq!(w.graceful_timeout, 30.0);
+        assert_eq!(w.stop_signal, Signal::Term);
+        assert!(w.respawn && w.autostart && w.close_child_stdin);
+        assert!(!w.copy_env && !w.singleton && !w.stop_children);
+        assert_eq!((w.flapping_attempts, w.flapping_window, w.retry_in, w.max_retry), (2, 1.0, 7.0, 5));
+        assert_eq!(config.agent.control, DEFAULT_CONTROL);
+        assert_eq!(config.agent.pubsub, DEFAULT_PUBSUB);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("[agent]\nnode = \"n1\"\n\n[watchers.w]\ncmd = \"x\"\nnumprocess = 2\n").unwrap_err();
+        assert_eq!(err.line, Some(6));
+        let text = err.to_string();
+        assert!(text.starts_with("agent.toml:6:"), "{text}");
+        assert!(text.contains("numprocess"), "{text}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let err = parse("[agent]\nnode = \"n1\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn duplicate_watcher_is_refused() {
+        let err = parse("[watchers.w]\ncmd = \"a\"\n[watchers.w]\ncmd = \"b\"\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key_and_line() {
+        let err = parse("[agent]\nnode = \"n1\"\n[watchers.w]\ncmd = \"a\"\nsingleton = true\nnumprocesses = 3\n")
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("watchers.w.numprocesses"));
+        assert_eq!(err.line, Some(6));
+        let err = parse("[watchers.\"a.b\"]\ncmd = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("invalid watcher name 'a.b'"), "{err}");
+    }
+
+    #[test]
+    fn routable_bind_needs_insecure() {
+        let err = parse("[agent]\nnode = \"n\"\ncontrol = \"tcp://0.0.0.0:5555\"\n").unwrap_err();
+        assert_eq!(err.line, Some(3));
+        assert!(err.to_string().contains("insecure = true"), "{err}");
+        parse("[agent]\nnode = \"n\"\ninsecure = true\ncontrol = \"tcp://0.0.0.0:5555\"\n").unwrap();
+        parse("[agent]\nnode = \"n\"\ncontrol = \"tcp://[::1]:5555\"\n").unwrap();
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let config = parse("[agent]\nnode = \"n\"\nstate_dir = \"state\"\n[watchers.w]\ncmd = \"x\"\nworking_dir = \"app\"\nstdout = \"logs/w.log\"\n").unwrap();
+        assert_eq!(config.agent.state_dir, PathBuf::from("/srv/state"));
+        assert_eq!(config.watchers["w"].working_dir, Some(PathBuf::from("/srv/app")));
+        assert_eq!(config.watchers["w"].stdout, Output::File(PathBuf::from("/srv/logs/w.log")));
+    }
+
+    #[test]
+    fn options_round_trip_and_changes_are_checked() {
+        let w = WatcherConfig::with_cmd("sleep 5").unwrap();
+        let back = WatcherConfig::from_options(&w.to_options()).unwrap();
+        assert_eq!(back, w);
+        let mut change = OptionMap::new();
+        change.insert("numprocesses".into(), OptionValue::Str("3".into()));
+        assert!(w.with_changes(&change).is_err());
+        change.insert("numprocesses".into(), OptionValue::Int(3));
+        assert_eq!(w.with_changes(&change).unwrap().numprocesses, 3);
+        let mut bad = OptionMap::new();
+        bad.insert("nope".into(), OptionValue::Int(1));
+        assert!(w.with_changes(&bad).unwrap_err().message.contains("nope"));
+    }
+
+    #[test]
+    fn args_accept_a_string() {
+        let config = parse("[watchers.w]\ncmd = \"x\"\nargs = \"--a 'b c'\"\n").unwrap();
+        assert_eq!(config.watchers["w"].args.0, vec!["--a", "b c"]);
+    }
+}

@@ -1,0 +1,197 @@
+//! `nodeagent`: Ringmaster's per-host supervisor of processes.
+//!
+//! The agent reads its config ([`config`]), binds its control (ROUTER) and publish
+//! (PUB) endpoints, starts its watchers ([`supervisor`]) and then serves commands
+//! until it is told to quit or receives SIGTERM/SIGINT. SIGHUP reloads the config.
+//!
+//! Everything runs on one `current_thread` tokio runtime: zmq.rs sockets must not
+//! live on the multi-thread runtime (they deadlock under client churn), and one
+//! thread is plenty for a supervisor whose work is waiting.
+//!
+//! The agent knows nothing of pools: it is one node, named in every topic it
+//! publishes.
+
+pub mod config;
+pub mod nodeinfo;
+pub mod persist;
+pub mod policy;
+pub mod spawn;
+pub mod supervisor;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ringmaster_protocol::message::{ChangeReport, Reply, Response};
+use ringmaster_protocol::transport::{ControlServer, Publisher};
+use ringmaster_protocol::{Codec, PROTOCOL_VERSION};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::supervisor::{Agent, Outgoing};
+
+/// Messages waiting to be published; beyond this, new ones are dropped and counted.
+const PUBLISH_QUEUE: usize = 65_536;
+
+/// How long the agent keeps its sockets open after the last reply before exiting,
+/// so that the reply to `quit` reaches the client.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// Runs the agent until it is told to stop. Must be called on a `current_thread`
+/// runtime.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    tokio::task::LocalSet::new().run_until(run_local(config)).await
+}
+
+async fn run_local(config: Config) -> anyhow::Result<()> {
+    // Signals first, so that a SIGTERM during a long start is not lost.
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+
+    let server = ControlServer::bind(&config.agent.control)
+        .await
+        .context("cannot open the control endpoint (set [agent] control)")?;
+    let publisher = Publisher::bind(&config.agent.pubsub)
+        .await
+        .context("cannot open the publish endpoint (set [agent] pubsub)")?;
+    let (events, queue) = mpsc::channel(PUBLISH_QUEUE);
+    let agent = Agent::new(
+        config,
+        server.endpoint().to_string(),
+        publisher.endpoint().to_string(),
+        events,
+    );
+    info!(
+        node = %agent.node(),
+        control = server.endpoint(),
+        pubsub = publisher.endpoint(),
+        "nodeagent {} listening",
+        ringmaster_protocol::RINGMASTER_VERSION
+    );
+    tokio::task::spawn_local(publish(publisher, queue));
+    tokio::task::spawn_local(serve(Rc::clone(&agent), server));
+
+    let starter = {
+        let agent = Rc::clone(&agent);
+        tokio::task::spawn_local(async move {
+            let report = agent.start_all().await;
+            info!(
+                "started {} process(es) in {} watcher(s)",
+                report.started.len(),
+                report.watchers.len()
+            );
+        })
+    };
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading the config");
+                let agent = Rc::clone(&agent);
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = agent.handle(ringmaster_protocol::Command::ReloadConfig {}).await {
+                        error!("reload failed: {}", e.message);
+                    }
+                });
+            }
+            _ = agent.quit_requested() => {
+                info!("quit: every watcher stopped");
+                tokio::time::sleep(LINGER).await;
+                return Ok(());
+            }
+        }
+    }
+
+    starter.abort();
+    let shutdown = {
+        let agent = Rc::clone(&agent);
+        tokio::task::spawn_local(async move { agent.shutdown().await })
+    };
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => {}
+        _ = sigterm.recv() => { agent.kill_all(); let _ = shutdown.await; }
+        _ = sigint.recv() => { agent.kill_all(); let _ = shutdown.await; }
+    }
+    info!("every watcher stopped; bye");
+    tokio::time::sleep(LINGER).await;
+    Ok(())
+}
+
+/// Publishes queued messages. A PUB send never blocks (slow subscribers lose
+/// messages), so this keeps up with anything the supervisor produces.
+async fn publish(mut publisher: Publisher, mut queue: mpsc::Receiver<Outgoing>) {
+    while let Some((topic, body)) = queue.recv().await {
+        if let Err(e) = publisher.publish(&topic, body).await {
+            debug!("publish failed: {e}");
+        }
+    }
+}
+
+/// Reads requests and answers each one from its own task, so that a slow command
+/// never holds back the next request.
+async fn serve(agent: Rc<Agent>, mut server: ControlServer) {
+    let codec = Codec::default();
+    loop {
+        let incoming = match server.recv().await {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                warn!("control endpoint: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let agent = Rc::clone(&agent);
+        let codec = codec.clone();
+        let mut replier = server.replier();
+        tokio::task::spawn_local(async move {
+            let reply = answer(&agent, &codec, &incoming.body).await;
+            let body = match codec.encode(&reply) {
+                Ok(body) => body,
+                Err(e) => {
+                    error!("cannot encode reply: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = replier.send(incoming.envelope(), body).await {
+                debug!("reply not delivered: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(agent: &Rc<Agent>, codec: &Codec, body: &[u8]) -> Reply {
+    let request = match codec.decode_request(body) {
+        Ok(request) => request,
+        Err(reply) => {
+            if let Err(e) = &reply.result {
+                debug!("refused a request: {e}");
+            }
+            return *reply;
+        }
+    };
+    let id = request.id;
+    let result = if request.no_wait && Agent::is_mutating(&request.command) {
+        let agent = Rc::clone(agent);
+        let command = request.command;
+        tokio::task::spawn_local(async move {
+            let name = command.name();
+            if let Err(e) = agent.handle(command).await {
+                warn!("{name} (no-wait) failed: {}", e.message);
+            }
+        });
+        Ok(Response::Changes(ChangeReport::default()))
+    } else {
+        agent.handle(request.command).await
+    };
+    Reply {
+        v: PROTOCOL_VERSION,
+        id,
+        result,
+    }
+}

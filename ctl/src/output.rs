@@ -1,0 +1,249 @@
+//! How `nodectl` prints answers: aligned tables for people, JSON for scripts.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ringmaster_protocol::message::{ChangeReport, NodeInfo, ProcessInfo, WatcherStatus};
+use ringmaster_protocol::{Command, OptionMap, OptionValue, Response};
+use serde::Serialize;
+
+/// Prints `response` to `command`.
+pub fn print(command: &Command, response: &Response, json: bool) {
+    if json {
+        print_json(&json_of(response));
+        return;
+    }
+    match response {
+        Response::Status(list) => print_status(list),
+        Response::Watchers(names) => {
+            for name in names {
+                println!("{name}");
+            }
+        }
+        Response::Processes(list) => print_processes(list),
+        Response::Changes(report) => print_changes(command, report),
+        Response::Count(n) => println!("{n}"),
+        Response::Options(options) => print_options(options),
+        Response::NodeInfo(info) => print_node_info(info),
+        other => println!("{other:?}"),
+    }
+}
+
+/// Prints any value as pretty JSON.
+pub fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("nodectl: cannot print JSON: {e}"),
+    }
+}
+
+fn json_of(response: &Response) -> serde_json::Value {
+    let value = match response {
+        Response::Status(list) => serde_json::to_value(list),
+        Response::Watchers(names) => serde_json::to_value(names),
+        Response::Processes(list) => serde_json::to_value(list),
+        Response::Changes(report) => serde_json::to_value(report),
+        Response::Count(n) => serde_json::to_value(n),
+        Response::Options(options) => serde_json::to_value(options),
+        Response::NodeInfo(info) => serde_json::to_value(info),
+        other => serde_json::to_value(other),
+    };
+    value.unwrap_or(serde_json::Value::Null)
+}
+
+/// Prints rows as columns padded to their widest cell; the last column is not
+/// padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.to_string()
+                } else {
+                    format!("{c:<width$}", width = widths[i])
+                }
+            })
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_status(list: &[WatcherStatus]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.state.to_string(),
+                format!("{}/{}", w.processes, w.numprocesses),
+                w.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["WATCHER", "STATE", "PROCESSES", "LAST ERROR"], &rows);
+}
+
+fn print_processes(list: &[ProcessInfo]) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            vec![
+                p.wid.to_string(),
+                p.pid.to_string(),
+                p.state.clone(),
+                human_duration(now - p.started),
+            ]
+        })
+        .collect();
+    table(&["WID", "PID", "STATE", "UPTIME"], &rows);
+}
+
+fn print_changes(command: &Command, report: &ChangeReport) {
+    if !report.done {
+        println!("{}: accepted", command.name());
+        return;
+    }
+    let pids = |list: &[u32]| {
+        list.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut printed = false;
+    if !report.watchers.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .watchers
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .collect();
+        table(&["WATCHER", "RESULT"], &rows);
+        printed = true;
+    }
+    for (label, list) in [
+        ("started", &report.started),
+        ("stopped", &report.stopped),
+        ("kept", &report.kept),
+    ] {
+        if !list.is_empty() {
+            println!("{label}: {}", pids(list));
+            printed = true;
+        }
+    }
+    if let Some(n) = report.numprocesses {
+        println!("numprocesses: {n}");
+        printed = true;
+    }
+    if !printed {
+        println!("{}: ok", command.name());
+    }
+}
+
+fn print_options(options: &OptionMap) {
+    let width = options.keys().map(|k| k.chars().count()).max().unwrap_or(0);
+    for (key, value) in options {
+        let text = match value {
+            OptionValue::Str(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("{key:<width$} = {text}");
+    }
+}
+
+fn print_node_info(info: &NodeInfo) {
+    let labels = info
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows = [
+        ("node", info.node.clone()),
+        ("labels", labels),
+        ("version", format!("{} (protocol {})", info.version, info.protocol)),
+        ("uptime", human_duration(info.uptime)),
+        ("cpus", info.cpus.to_string()),
+        (
+            "memory",
+            format!(
+                "{} available of {}",
+                human_bytes(info.memory_available),
+                human_bytes(info.memory_total)
+            ),
+        ),
+        (
+            "load",
+            format!("{:.2} {:.2} {:.2}", info.load[0], info.load[1], info.load[2]),
+        ),
+        ("watchers", info.watchers.to_string()),
+        ("processes", info.processes.to_string()),
+        ("host processes", info.host_processes.to_string()),
+        ("control", info.control.clone()),
+        ("pubsub", info.pubsub.clone()),
+    ];
+    for (key, value) in rows {
+        println!("{key:<14}  {value}");
+    }
+}
+
+/// `3d4h`, `2h05m`, `4m07s`, `12.3s`.
+pub fn human_duration(secs: f64) -> String {
+    let secs = secs.max(0.0);
+    let whole = secs as u64;
+    if whole >= 86_400 {
+        format!("{}d{}h", whole / 86_400, (whole % 86_400) / 3600)
+    } else if whole >= 3600 {
+        format!("{}h{:02}m", whole / 3600, (whole % 3600) / 60)
+    } else if whole >= 60 {
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    } else {
+        format!("{secs:.1}s")
+    }
+}
+
+/// `1.5 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_read_well() {
+        assert_eq!(human_duration(5.25), "5.2s");
+        assert_eq!(human_duration(125.0), "2m05s");
+        assert_eq!(human_duration(7300.0), "2h01m");
+        assert_eq!(human_duration(90_000.0), "1d1h");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+    }
+}

@@ -1,0 +1,620 @@
+//! Requests and replies on the control endpoint.
+//!
+//! A [`Request`] carries the protocol version, an id chosen by the client and one
+//! [`Command`]. The agent answers with a [`Reply`] carrying the same id and either a
+//! [`Response`] or an [`ErrorReply`]. Every command is a struct variant (even those
+//! without arguments), so that every command encodes the same way: a one-key map from
+//! the command name to its arguments. That lets a server tell an unknown command from
+//! bad arguments to a known one (see [`crate::codec`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub v: u16,
+    /// Client-chosen id, echoed in the reply; lets a client drop stale replies.
+    pub id: u64,
+    /// Reply as soon as the command is accepted instead of when its action is done.
+    #[serde(default)]
+    pub no_wait: bool,
+    /// What to do.
+    pub command: Command,
+}
+
+/// Options of a watcher as they travel on the wire (`add`, `set`, `get`, `options`).
+pub type OptionMap = BTreeMap<String, OptionValue>;
+
+/// A loosely typed option value, as found in a config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OptionValue {
+    /// `true` / `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A number with a fraction.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A list of values.
+    List(Vec<OptionValue>),
+    /// A table of values.
+    Table(BTreeMap<String, OptionValue>),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionValue::Bool(b) => write!(f, "{b}"),
+            OptionValue::Int(i) => write!(f, "{i}"),
+            OptionValue::Float(x) => write!(f, "{x}"),
+            OptionValue::Str(s) => write!(f, "{s}"),
+            OptionValue::List(items) => {
+                write!(f, "[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    match item {
+                        OptionValue::Str(s) => write!(f, "{s:?}")?,
+                        other => write!(f, "{other}")?,
+                    }
+                }
+                write!(f, "]")
+            }
+            OptionValue::Table(map) => {
+                write!(f, "{{")?;
+                for (i, (k, v)) in map.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    match v {
+                        OptionValue::Str(s) => write!(f, "{k} = {s:?}")?,
+                        other => write!(f, "{k} = {other}")?,
+                    }
+                }
+                write!(f, "}}")
+            }
+        }
+    }
+}
+
+/// A POSIX signal, named. Travels as its name (`"SIGTERM"`); numbers are accepted
+/// when parsing (`"15"`), as are names without the `SIG` prefix and any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// SIGHUP (1)
+    Hup,
+    /// SIGINT (2)
+    Int,
+    /// SIGQUIT (3)
+    Quit,
+    /// SIGABRT (6)
+    Abrt,
+    /// SIGKILL (9)
+    Kill,
+    /// SIGUSR1 (10)
+    Usr1,
+    /// SIGSEGV (11)
+    Segv,
+    /// SIGUSR2 (12)
+    Usr2,
+    /// SIGPIPE (13)
+    Pipe,
+    /// SIGALRM (14)
+    Alrm,
+    /// SIGTERM (15)
+    Term,
+    /// SIGCHLD (17)
+    Chld,
+    /// SIGCONT (18)
+    Cont,
+    /// SIGSTOP (19)
+    Stop,
+    /// SIGTSTP (20)
+    Tstp,
+    /// SIGTTIN (21)
+    Ttin,
+    /// SIGTTOU (22)
+    Ttou,
+    /// SIGWINCH (28)
+    Winch,
+}
+
+const SIGNALS: &[(Signal, &str, i32)] = &[
+    (Signal::Hup, "SIGHUP", 1),
+    (Signal::Int, "SIGINT", 2),
+    (Signal::Quit, "SIGQUIT", 3),
+    (Signal::Abrt, "SIGABRT", 6),
+    (Signal::Kill, "SIGKILL", 9),
+    (Signal::Usr1, "SIGUSR1", 10),
+    (Signal::Segv, "SIGSEGV", 11),
+    (Signal::Usr2, "SIGUSR2", 12),
+    (Signal::Pipe, "SIGPIPE", 13),
+    (Signal::Alrm, "SIGALRM", 14),
+    (Signal::Term, "SIGTERM", 15),
+    (Signal::Chld, "SIGCHLD", 17),
+    (Signal::Cont, "SIGCONT", 18),
+    (Signal::Stop, "SIGSTOP", 19),
+    (Signal::Tstp, "SIGTSTP", 20),
+    (Signal::Ttin, "SIGTTIN", 21),
+    (Signal::Ttou, "SIGTTOU", 22),
+    (Signal::Winch, "SIGWINCH", 28),
+];
+
+impl Signal {
+    /// The conventional name, e.g. `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        SIGNALS
+            .iter()
+            .find(|(s, _, _)| *s == self)
+            .map_or("SIG?", |(_, name, _)| name)
+    }
+
+    /// The Linux signal number.
+    pub fn number(self) -> i32 {
+        SIGNALS
+            .iter()
+            .find(|(s, _, _)| *s == self)
+            .map_or(0, |(_, _, n)| *n)
+    }
+
+    /// The signal with this Linux number, if Ringmaster knows it.
+    pub fn from_number(number: i32) -> Option<Signal> {
+        SIGNALS
+            .iter()
+            .find(|(_, _, n)| *n == number)
+            .map(|(s, _, _)| *s)
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A signal name or number that Ringmaster does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown signal '{0}' (use a name such as SIGTERM, TERM or HUP, or a number such as 15)")]
+pub struct UnknownSignal(pub String);
+
+impl FromStr for Signal {
+    type Err = UnknownSignal;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let trimmed = s.trim();
+        if let Ok(n) = trimmed.parse::<i32>() {
+            return Signal::from_number(n).ok_or_else(|| UnknownSignal(s.to_string()));
+        }
+        let upper = trimmed.to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        SIGNALS
+            .iter()
+            .find(|(_, name, _)| *name == full)
+            .map(|(s, _, _)| *s)
+            .ok_or_else(|| UnknownSignal(s.to_string()))
+    }
+}
+
+impl Serialize for Signal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Signal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Every command the agent understands, with its arguments.
+///
+/// Commands that take an optional `name` apply to every watcher when it is absent
+/// (`start` then only starts watchers with `autostart = true`, as in Circus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Command {
+    /// Status of one watcher, or of all.
+    Status {
+        /// The watcher; all when absent.
+        name: Option<String>,
+    },
+    /// Names of the watchers, or the processes of one watcher.
+    List {
+        /// The watcher whose processes to list; watcher names when absent.
+        name: Option<String>,
+    },
+    /// Start a watcher (or every autostart watcher).
+    Start {
+        /// The watcher; every autostart watcher when absent.
+        name: Option<String>,
+    },
+    /// Stop a watcher gracefully (or every watcher).
+    Stop {
+        /// The watcher; every watcher when absent.
+        name: Option<String>,
+    },
+    /// Stop, then start.
+    Restart {
+        /// The watcher; every watcher when absent.
+        name: Option<String>,
+    },
+    /// Graceful reload: start new processes, then stop the old ones.
+    Reload {
+        /// The watcher; every watcher when absent.
+        name: Option<String>,
+        /// Replace processes one at a time instead of all at once.
+        #[serde(default)]
+        sequential: bool,
+    },
+    /// Add processes to a watcher.
+    Incr {
+        /// The watcher.
+        name: String,
+        /// How many processes to add.
+        nb: u32,
+    },
+    /// Remove processes from a watcher (the oldest go first).
+    Decr {
+        /// The watcher.
+        name: String,
+        /// How many processes to remove.
+        nb: u32,
+    },
+    /// Add a watcher at run time.
+    Add {
+        /// Name of the new watcher.
+        name: String,
+        /// Its command line.
+        cmd: String,
+        /// Extra arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Any other watcher option, as in the config file.
+        #[serde(default)]
+        options: OptionMap,
+        /// Start it at once.
+        #[serde(default)]
+        start: bool,
+    },
+    /// Remove a watcher (stopping its processes unless `nostop`).
+    Rm {
+        /// The watcher.
+        name: String,
+        /// Leave its processes running, unsupervised.
+        #[serde(default)]
+        nostop: bool,
+    },
+    /// Change options of a watcher.
+    Set {
+        /// The watcher.
+        name: String,
+        /// Options to change.
+        options: OptionMap,
+    },
+    /// Read options of a watcher.
+    Get {
+        /// The watcher.
+        name: String,
+        /// Which options.
+        keys: Vec<String>,
+    },
+    /// Every option of a watcher.
+    Options {
+        /// The watcher.
+        name: String,
+    },
+    /// The agent's own options.
+    GlobalOptions {
+        /// One option; all when absent.
+        key: Option<String>,
+    },
+    /// Send a signal to a watcher's processes, to one of them, or to their groups.
+    Signal {
+        /// The watcher.
+        name: String,
+        /// One process of the watcher; all when absent.
+        pid: Option<u32>,
+        /// The signal.
+        signal: Signal,
+        /// Send to the whole process group (the process and its children).
+        #[serde(default)]
+        children: bool,
+    },
+    /// Number of running processes of a watcher, or of all.
+    NumProcesses {
+        /// The watcher; all when absent.
+        name: Option<String>,
+    },
+    /// Number of watchers.
+    NumWatchers {},
+    /// Re-read the config file and apply what changed.
+    ReloadConfig {},
+    /// Stop every watcher and exit.
+    Quit {},
+    /// Node name, labels, version, uptime and load: what placement needs.
+    NodeInfo {},
+}
+
+impl Command {
+    /// The command's name on the wire (`status`, `incr`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Status { .. } => "status",
+            Command::List { .. } => "list",
+            Command::Start { .. } => "start",
+            Command::Stop { .. } => "stop",
+            Command::Restart { .. } => "restart",
+            Command::Reload { .. } => "reload",
+            Command::Incr { .. } => "incr",
+            Command::Decr { .. } => "decr",
+            Command::Add { .. } => "add",
+            Command::Rm { .. } => "rm",
+            Command::Set { .. } => "set",
+            Command::Get { .. } => "get",
+            Command::Options { .. } => "options",
+            Command::GlobalOptions { .. } => "globaloptions",
+            Command::Signal { .. } => "signal",
+            Command::NumProcesses { .. } => "numprocesses",
+            Command::NumWatchers {} => "numwatchers",
+            Command::ReloadConfig {} => "reloadconfig",
+            Command::Quit {} => "quit",
+            Command::NodeInfo {} => "nodeinfo",
+        }
+    }
+
+    /// Names of every command, as they appear on the wire.
+    pub const NAMES: &'static [&'static str] = &[
+        "status",
+        "list",
+        "start",
+        "stop",
+        "restart",
+        "reload",
+        "incr",
+        "decr",
+        "add",
+        "rm",
+        "set",
+        "get",
+        "options",
+        "globaloptions",
+        "signal",
+        "numprocesses",
+        "numwatchers",
+        "reloadconfig",
+        "quit",
+        "nodeinfo",
+    ];
+}
+
+/// The answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Protocol version of the agent.
+    pub v: u16,
+    /// The request's id (0 when the request could not be read at all).
+    pub id: u64,
+    /// What happened.
+    pub result: Result<Response, ErrorReply>,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ErrorReply {
+    /// The class of error, for programs.
+    pub kind: ErrorKind,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// An error of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorReply {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Classes of errors a command can end with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The frame is not a request (not MessagePack, wrong shape, too large).
+    BadFrame,
+    /// The peer speaks another protocol version.
+    VersionMismatch,
+    /// The command name is not one the agent knows.
+    UnknownCommand,
+    /// A known command with arguments of the wrong type or value.
+    BadArguments,
+    /// The watcher, process or option named does not exist.
+    NotFound,
+    /// A watcher of that name exists already.
+    AlreadyExists,
+    /// A config file or an option value is invalid.
+    InvalidConfig,
+    /// A process could not be started.
+    SpawnFailed,
+    /// The operating system refused something (signal, file, ...).
+    Os,
+    /// The agent is shutting down.
+    ShuttingDown,
+    /// Something the agent did not expect; the message says what.
+    Internal,
+    /// An error kind this client does not know (sent by a newer agent).
+    #[serde(other)]
+    Other,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ErrorKind::BadFrame => "bad frame",
+            ErrorKind::VersionMismatch => "version mismatch",
+            ErrorKind::UnknownCommand => "unknown command",
+            ErrorKind::BadArguments => "bad arguments",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::InvalidConfig => "invalid config",
+            ErrorKind::SpawnFailed => "spawn failed",
+            ErrorKind::Os => "os error",
+            ErrorKind::ShuttingDown => "shutting down",
+            ErrorKind::Internal => "internal error",
+            ErrorKind::Other => "error",
+        };
+        f.write_str(text)
+    }
+}
+
+/// The successful result of a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Response {
+    /// `status`: one entry per watcher asked about.
+    Status(Vec<WatcherStatus>),
+    /// `list` without a name: watcher names, sorted.
+    Watchers(Vec<String>),
+    /// `list NAME`: the watcher's processes, by wid.
+    Processes(Vec<ProcessInfo>),
+    /// A command that changes processes: what it started, stopped and kept.
+    Changes(ChangeReport),
+    /// `numprocesses`, `numwatchers`.
+    Count(u64),
+    /// `get`, `options`, `globaloptions`.
+    Options(OptionMap),
+    /// `nodeinfo`.
+    NodeInfo(NodeInfo),
+}
+
+/// State of a watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WatcherState {
+    /// Not running, by request or because it never started.
+    Stopped,
+    /// Its processes are being started.
+    Starting,
+    /// Running and supervised.
+    Active,
+    /// Its processes are being stopped.
+    Stopping,
+    /// Stopped because it was flapping; a retry is scheduled.
+    Flapping,
+    /// A state this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl fmt::Display for WatcherState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WatcherState::Stopped => "stopped",
+            WatcherState::Starting => "starting",
+            WatcherState::Active => "active",
+            WatcherState::Stopping => "stopping",
+            WatcherState::Flapping => "flapping",
+            WatcherState::Unknown => "unknown",
+        })
+    }
+}
+
+/// One line of `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatcherStatus {
+    /// Watcher name.
+    pub name: String,
+    /// Its state.
+    pub state: WatcherState,
+    /// Processes alive now (running or stopping).
+    pub processes: u32,
+    /// Processes it should have.
+    pub numprocesses: u32,
+    /// The last error while starting or running it, if any.
+    pub last_error: Option<String>,
+}
+
+/// One process of a watcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Operating-system process id.
+    pub pid: u32,
+    /// Worker id, 1..n, stable per slot.
+    pub wid: u32,
+    /// Start time, seconds since the Unix epoch.
+    pub started: f64,
+    /// `running` or `stopping`.
+    pub state: String,
+}
+
+/// What a state-changing command did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChangeReport {
+    /// Pids started.
+    pub started: Vec<u32>,
+    /// Pids stopped.
+    pub stopped: Vec<u32>,
+    /// Pids left running.
+    pub kept: Vec<u32>,
+    /// Watchers affected, with what happened to each (e.g. `added`, `removed`,
+    /// `reloaded`, `unchanged`), where the command touches several.
+    pub watchers: BTreeMap<String, String>,
+    /// The watcher's target process count after the command, where it applies.
+    pub numprocesses: Option<u32>,
+    /// False when the reply was sent before the action finished (`no_wait`).
+    pub done: bool,
+}
+
+/// What a node says about itself; the pool layer places workers with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node name (topic prefix).
+    pub node: String,
+    /// Free-form labels from the config (`zone = "eu-1"`).
+    pub labels: BTreeMap<String, String>,
+    /// Ringmaster version of the agent.
+    pub version: String,
+    /// Protocol version of the agent.
+    pub protocol: u16,
+    /// Seconds since the agent started.
+    pub uptime: f64,
+    /// Logical CPUs of the host.
+    pub cpus: u32,
+    /// Host memory in bytes.
+    pub memory_total: u64,
+    /// Host memory available in bytes.
+    pub memory_available: u64,
+    /// Load averages over 1, 5 and 15 minutes.
+    pub load: [f64; 3],
+    /// Processes the agent supervises.
+    pub processes: u32,
+    /// Watchers the agent has.
+    pub watchers: u32,
+    /// Processes on the whole host.
+    pub host_processes: u32,
+    /// The agent's control endpoint.
+    pub control: String,
+    /// The agent's publish endpoint.
+    pub pubsub: String,
+}

@@ -1,0 +1,499 @@
+//! Async ZeroMQ helpers shared by the agent and every client.
+//!
+//! zmq.rs sockets must live on a `current_thread` tokio runtime: on the multi-thread
+//! runtime zmq.rs 0.7 deadlocks under concurrent client churn. Every binary of
+//! Ringmaster therefore runs its sockets on one.
+//!
+//! - [`Client`]: a DEALER with a per-request deadline. Each request has an id and
+//!   stale replies are dropped; after a timeout or a transport error the socket is
+//!   dropped and the next request connects afresh (a zmq.rs DEALER never reconnects
+//!   by itself), so a client stays usable after an agent restart.
+//! - [`ControlServer`]: the agent's ROUTER, split so that replies can be sent from
+//!   the task that handled a request while the next requests are read.
+//! - [`Publisher`] and [`Subscriber`]: the two ends of the event stream.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use zeromq::prelude::*;
+use zeromq::{
+    DealerSocket, PubSocket, RouterRecvHalf, RouterSendHalf, RouterSocket, SocketOptions,
+    SubSocket, ZmqMessage,
+};
+
+use crate::codec::{Codec, DecodeError};
+use crate::event::Event;
+use crate::message::{Command, ErrorReply, Reply, Request, Response};
+use crate::PROTOCOL_VERSION;
+
+/// Errors of the transport helpers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The agent could not be reached.
+    #[error("cannot reach agent at {endpoint}: {reason} (is nodeagent running there? check --endpoint)")]
+    Connect {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// No reply came in time.
+    #[error("no reply from agent at {endpoint} within {:.1}s (is nodeagent running there? raise --timeout for slow commands)", after.as_secs_f64())]
+    Timeout {
+        /// Where.
+        endpoint: String,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// Sending or receiving failed after the connection was made.
+    #[error("transport error with {endpoint}: {reason}")]
+    Io {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// An endpoint could not be bound.
+    #[error("cannot bind {endpoint}: {reason}")]
+    Bind {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// A frame could not be encoded or decoded.
+    #[error("{0}")]
+    Codec(String),
+}
+
+/// Errors of [`Client::call`].
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The request did not get through, or no reply came back.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The agent answered with an error.
+    #[error("{0}")]
+    Remote(ErrorReply),
+}
+
+impl From<DecodeError> for TransportError {
+    fn from(e: DecodeError) -> Self {
+        TransportError::Codec(e.to_string())
+    }
+}
+
+/// A request/reply client of one agent's control endpoint.
+pub struct Client {
+    endpoint: String,
+    timeout: Duration,
+    codec: Codec,
+    socket: Option<DealerSocket>,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("timeout", &self.timeout)
+            .field("connected", &self.socket.is_some())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of `endpoint`; each request, connection included, must complete
+    /// within `timeout`. Nothing is connected until the first request.
+    pub fn new(endpoint: impl Into<String>, timeout: Duration) -> Self {
+        Client {
+            endpoint: endpoint.into(),
+            timeout,
+            codec: Codec::default(),
+            socket: None,
+            // Start ids at a random-ish value so that replies meant for an earlier
+            // client of the same process are never mistaken for ours.
+            next_id: u64::from(std::process::id()) << 32,
+        }
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `command` and waits for its result.
+    pub async fn call(&mut self, command: Command) -> Result<Response, ClientError> {
+        self.call_with(command, false).await
+    }
+
+    /// Sends `command`; with `no_wait` the agent replies as soon as it has accepted
+    /// the command instead of when its action is done.
+    pub async fn call_with(
+        &mut self,
+        command: Command,
+        no_wait: bool,
+    ) -> Result<Response, ClientError> {
+        self.next_id = self.next_id.wrapping_add(1);
+        let request = Request {
+            v: PROTOCOL_VERSION,
+            id: self.next_id,
+            no_wait,
+            command,
+        };
+        let body = self
+            .codec
+            .encode(&request)
+            .map_err(|e| TransportError::Codec(e.to_string()))?;
+        let reply = self.exchange(body, request.id).await?;
+        reply.result.map_err(ClientError::Remote)
+    }
+
+    /// Sends an arbitrary body and waits for the reply with id `expect_id` (0 for
+    /// frames the agent cannot read). For tests of bad input.
+    pub async fn call_raw(&mut self, body: Vec<u8>, expect_id: u64) -> Result<Reply, TransportError> {
+        self.exchange(body, expect_id).await
+    }
+
+    async fn exchange(&mut self, body: Vec<u8>, id: u64) -> Result<Reply, TransportError> {
+        let deadline = Instant::now() + self.timeout;
+        let result = self.exchange_until(body, id, deadline).await;
+        if result.is_err() {
+            // A DEALER never reconnects by itself, and a late reply would confuse
+            // the next request: start from a fresh socket next time.
+            self.socket = None;
+        }
+        result
+    }
+
+    async fn exchange_until(
+        &mut self,
+        body: Vec<u8>,
+        id: u64,
+        deadline: Instant,
+    ) -> Result<Reply, TransportError> {
+        let endpoint = self.endpoint.clone();
+        let timeout_error = || TransportError::Timeout {
+            endpoint: endpoint.clone(),
+            after: self.timeout,
+        };
+        if self.socket.is_none() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut options = SocketOptions::default();
+            options.connect_timeout(remaining.max(Duration::from_millis(1)));
+            let mut socket = DealerSocket::with_options(options);
+            match tokio::time::timeout(remaining, socket.connect(&self.endpoint)).await {
+                Ok(Ok(())) => self.socket = Some(socket),
+                Ok(Err(zeromq::ZmqError::Network(e))) => {
+                    return Err(TransportError::Connect {
+                        endpoint: self.endpoint.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+                Ok(Err(zeromq::ZmqError::ConnectTimeout(_))) | Err(_) => {
+                    return Err(TransportError::Connect {
+                        endpoint: self.endpoint.clone(),
+                        reason: format!(
+                            "nothing answered within {:.1}s",
+                            self.timeout.as_secs_f64()
+                        ),
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(TransportError::Connect {
+                        endpoint: self.endpoint.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(TransportError::Io {
+                endpoint,
+                reason: "no socket".into(),
+            });
+        };
+        let mut message = ZmqMessage::from(Bytes::new());
+        message.push_back(Bytes::from(body));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, socket.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(TransportError::Io {
+                    endpoint,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => return Err(timeout_error()),
+        }
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let frames = match tokio::time::timeout(remaining, socket.recv()).await {
+                Ok(Ok(frames)) => frames,
+                Ok(Err(e)) => {
+                    return Err(TransportError::Io {
+                        endpoint,
+                        reason: e.to_string(),
+                    })
+                }
+                Err(_) => return Err(timeout_error()),
+            };
+            let Some(last) = frames.iter().last() else {
+                continue;
+            };
+            let reply: Reply = self.codec.decode(last)?;
+            if reply.id == id {
+                return Ok(reply);
+            }
+            // A stale reply to an earlier, timed-out request: drop it.
+        }
+    }
+}
+
+/// Makes an `ipc://` endpoint bindable: a socket file left by a killed agent is
+/// removed, but a socket some live process still listens on is left alone and
+/// reported. Other endpoints are returned unchanged.
+pub fn prepare_bind(endpoint: &str) -> Result<(), TransportError> {
+    let Some(path) = endpoint.strip_prefix("ipc://") else {
+        return Ok(());
+    };
+    let path = Path::new(path);
+    let bind_error = |reason: String| TransportError::Bind {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    use std::os::unix::fs::FileTypeExt;
+    if !meta.file_type().is_socket() {
+        return Err(bind_error(format!(
+            "{} exists and is not a socket; remove it or choose another path",
+            path.display()
+        )));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(bind_error(format!(
+            "another process is listening on {}; stop it or choose another endpoint",
+            path.display()
+        ))),
+        Err(_) => std::fs::remove_file(path)
+            .map_err(|e| bind_error(format!("cannot remove stale socket {}: {e}", path.display()))),
+    }
+}
+
+/// A request read by the [`ControlServer`], with the envelope to reply to.
+#[derive(Debug)]
+pub struct Incoming {
+    envelope: Vec<Bytes>,
+    /// The request body.
+    pub body: Bytes,
+}
+
+impl Incoming {
+    /// Where to send the reply.
+    pub fn envelope(&self) -> Envelope {
+        Envelope(self.envelope.clone())
+    }
+}
+
+/// The routing frames of a request (peer identity and delimiter), used to reply.
+#[derive(Debug, Clone)]
+pub struct Envelope(Vec<Bytes>);
+
+/// The agent's control endpoint (ROUTER).
+pub struct ControlServer {
+    recv: RouterRecvHalf,
+    send: RouterSendHalf,
+    endpoint: String,
+}
+
+impl ControlServer {
+    /// Binds `endpoint` (removing a stale ipc socket file first).
+    pub async fn bind(endpoint: &str) -> Result<Self, TransportError> {
+        prepare_bind(endpoint)?;
+        let mut socket = RouterSocket::new();
+        let bound = socket
+            .bind(endpoint)
+            .await
+            .map_err(|e| TransportError::Bind {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })?;
+        let (send, recv) = socket.split();
+        Ok(ControlServer {
+            recv,
+            send,
+            endpoint: bound.to_string(),
+        })
+    }
+
+    /// The bound endpoint (with the real port when port 0 was asked for).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A handle that sends replies; clone it into each request's task.
+    pub fn replier(&self) -> Replier {
+        Replier {
+            send: self.send.clone(),
+        }
+    }
+
+    /// The next request.
+    pub async fn recv(&mut self) -> Result<Incoming, TransportError> {
+        let message = self.recv.recv().await.map_err(|e| TransportError::Io {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut frames = message.into_vec();
+        let body = frames.pop().unwrap_or_default();
+        Ok(Incoming {
+            envelope: frames,
+            body,
+        })
+    }
+}
+
+/// Sends replies on a [`ControlServer`].
+#[derive(Clone)]
+pub struct Replier {
+    send: RouterSendHalf,
+}
+
+impl Replier {
+    /// Sends `body` back along `envelope`. Fails when the peer has gone away.
+    pub async fn send(&mut self, envelope: Envelope, body: Vec<u8>) -> Result<(), TransportError> {
+        let mut frames = envelope.0;
+        frames.push(Bytes::from(body));
+        let message = ZmqMessage::try_from(frames).map_err(|e| TransportError::Io {
+            endpoint: String::new(),
+            reason: e.to_string(),
+        })?;
+        self.send.send(message).await.map_err(|e| TransportError::Io {
+            endpoint: String::new(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The agent's publish endpoint (PUB). Sending never blocks: a subscriber that
+/// falls too far behind loses messages (and sees a gap in the sequence numbers).
+pub struct Publisher {
+    socket: PubSocket,
+    endpoint: String,
+}
+
+impl Publisher {
+    /// Binds `endpoint` (removing a stale ipc socket file first).
+    pub async fn bind(endpoint: &str) -> Result<Self, TransportError> {
+        prepare_bind(endpoint)?;
+        let mut socket = PubSocket::new();
+        let bound = socket
+            .bind(endpoint)
+            .await
+            .map_err(|e| TransportError::Bind {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Publisher {
+            socket,
+            endpoint: bound.to_string(),
+        })
+    }
+
+    /// The bound endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Publishes one message: the topic frame, then the body.
+    pub async fn publish(&mut self, topic: &str, body: Vec<u8>) -> Result<(), TransportError> {
+        let mut message = ZmqMessage::from(topic.to_string());
+        message.push_back(Bytes::from(body));
+        self.socket
+            .send(message)
+            .await
+            .map_err(|e| TransportError::Io {
+                endpoint: self.endpoint.clone(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// A subscriber of one or more publish endpoints.
+pub struct Subscriber {
+    socket: SubSocket,
+    codec: Codec,
+}
+
+impl Subscriber {
+    /// Connects to `endpoint` within `timeout` and subscribes to every prefix in
+    /// `prefixes` (an empty prefix means everything).
+    pub async fn connect(
+        endpoint: &str,
+        prefixes: &[&str],
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let mut options = SocketOptions::default();
+        options.connect_timeout(timeout);
+        let mut socket = SubSocket::with_options(options);
+        for prefix in prefixes {
+            socket
+                .subscribe(prefix)
+                .await
+                .map_err(|e| TransportError::Io {
+                    endpoint: endpoint.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        match tokio::time::timeout(timeout, socket.connect(endpoint)).await {
+            Ok(Ok(())) => Ok(Subscriber {
+                socket,
+                codec: Codec::default(),
+            }),
+            Ok(Err(e)) => Err(TransportError::Connect {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(TransportError::Connect {
+                endpoint: endpoint.to_string(),
+                reason: format!("nothing answered within {:.1}s", timeout.as_secs_f64()),
+            }),
+        }
+    }
+
+    /// The next message: its topic and raw body.
+    pub async fn recv(&mut self) -> Result<(String, Bytes), TransportError> {
+        loop {
+            let message = self.socket.recv().await.map_err(|e| TransportError::Io {
+                endpoint: String::new(),
+                reason: e.to_string(),
+            })?;
+            let mut frames = message.into_vec().into_iter();
+            let (Some(topic), Some(body)) = (frames.next(), frames.next()) else {
+                continue;
+            };
+            return Ok((String::from_utf8_lossy(&topic).into_owned(), body));
+        }
+    }
+
+    /// The next message, decoded as an [`Event`] (messages of other kinds are
+    /// skipped).
+    pub async fn recv_event(&mut self) -> Result<Event, TransportError> {
+        loop {
+            let (topic, body) = self.recv().await?;
+            if !topic.starts_with(crate::event::EVENT_PREFIX) {
+                continue;
+            }
+            return Ok(self.codec.decode(&body)?);
+        }
+    }
+}

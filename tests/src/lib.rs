@@ -1,0 +1,317 @@
+//! A harness that runs the real Ringmaster binaries for end-to-end tests and the
+//! benchmark.
+//!
+//! [`TestAgent`] writes a config into its own temp dir with `ipc://` endpoints (so
+//! tests run in parallel without port clashes), starts the real `nodeagent` binary,
+//! and waits until it answers. Conditions are polled with a deadline ([`wait_for`])
+//! and fail naming what was awaited; nothing sleeps for a fixed time. Dropping an
+//! agent stops it (SIGTERM, then SIGKILL) and prints its log if the test failed.
+//!
+//! The binaries are found next to the running executable (`target/<profile>/`), or
+//! in `$RINGMASTER_BIN_DIR`. `cargo test --workspace` builds them.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ringmaster_protocol::transport::{Client, Subscriber};
+use ringmaster_protocol::{Command as Cmd, Response};
+use tempfile::TempDir;
+
+/// How long a test waits for anything before failing.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Path of one of Ringmaster's binaries (`nodeagent`, `nodectl`).
+pub fn bin_path(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("RINGMASTER_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (`cargo test --workspace` or `cargo build --workspace`), \
+         or point RINGMASTER_BIN_DIR at them",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 10 ms until it returns true; panics naming `what` after
+/// `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {:.1}s waiting for {what}",
+            timeout.as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Blocking variant of [`wait_for`] for code outside a runtime.
+pub fn wait_for_blocking(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {:.1}s waiting for {what}",
+            timeout.as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state is the first field after the ")" that closes the name.
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pids of every live process in process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    // fields[0] = state, fields[2] = pgrp
+                    let alive = !matches!(fields.first(), Some(&"Z") | Some(&"X"));
+                    Some(alive && fields.get(2)?.parse::<u32>().ok()? == pgid)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A real `nodeagent` in a temp dir.
+pub struct TestAgent {
+    dir: TempDir,
+    child: Option<Child>,
+    /// Node name.
+    pub node: String,
+    /// Control endpoint.
+    pub control: String,
+    /// Publish endpoint.
+    pub pubsub: String,
+}
+
+impl TestAgent {
+    /// Starts an agent named `node` with `body` appended to its `[agent]` section
+    /// (so it may add agent keys first, then `[watchers.*]` tables).
+    pub fn start(node: &str, body: &str) -> TestAgent {
+        let dir = tempfile::Builder::new()
+            .prefix("ringmaster-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        let control = format!("ipc://{}/control.sock", dir.path().display());
+        let pubsub = format!("ipc://{}/pubsub.sock", dir.path().display());
+        let config = format!(
+            "[agent]\nnode = \"{node}\"\ncontrol = \"{control}\"\npubsub = \"{pubsub}\"\nstate_dir = \"state\"\n{body}\n"
+        );
+        std::fs::write(dir.path().join("agent.toml"), config)
+            .unwrap_or_else(|e| panic!("cannot write config: {e}"));
+        let mut agent = TestAgent {
+            dir,
+            child: None,
+            node: node.to_string(),
+            control,
+            pubsub,
+        };
+        agent.launch();
+        agent
+    }
+
+    /// The agent's temp dir (config, state, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Path of the agent's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+
+    /// Rewrites the config file (for `reloadconfig` tests), keeping `[agent]`.
+    pub fn rewrite_config(&self, body: &str) {
+        let config = format!(
+            "[agent]\nnode = \"{}\"\ncontrol = \"{}\"\npubsub = \"{}\"\nstate_dir = \"state\"\n{body}\n",
+            self.node, self.control, self.pubsub
+        );
+        std::fs::write(self.config_path(), config).unwrap_or_else(|e| panic!("cannot write config: {e}"));
+    }
+
+    /// Starts the binary (again) and waits until it answers.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap_or_else(|e| panic!("cannot open agent log: {e}"));
+        let child = Command::new(bin_path("nodeagent"))
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("-v")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nodeagent: {e}"));
+        self.child = Some(child);
+        let control = self.control.clone();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                panic!("nodeagent exited at start ({status}):\n{}", self.log());
+            }
+            let path = control.trim_start_matches("ipc://");
+            if Path::new(path).exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "nodeagent did not open {control} within {DEADLINE:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Exit status, if the agent has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+
+    /// Waits for the agent to exit, within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodeagent did not exit within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then waits for the agent to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(DEADLINE)
+    }
+
+    /// SIGKILL (no cleanup: its processes are orphaned) and reap.
+    pub fn kill9(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_exit(DEADLINE);
+    }
+
+    /// A protocol client of this agent.
+    pub fn client(&self) -> Client {
+        Client::new(self.control.clone(), DEADLINE)
+    }
+
+    /// Sends one command and returns its result, panicking on an error reply.
+    pub async fn call(&self, command: Cmd) -> Response {
+        let name = command.name();
+        self.client()
+            .call(command)
+            .await
+            .unwrap_or_else(|e| panic!("{name} failed: {e}\n{}", self.log()))
+    }
+
+    /// Subscribes to the agent's publish endpoint.
+    pub async fn subscribe(&self, prefix: &str) -> Subscriber {
+        Subscriber::connect(&self.pubsub, &[prefix], DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("cannot subscribe: {e}"))
+    }
+
+    /// Runs `nodectl --endpoint <control> ARGS...`.
+    pub fn nodectl(&self, args: &[&str]) -> Output {
+        Command::new(bin_path("nodectl"))
+            .arg("--endpoint")
+            .arg(&self.control)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run nodectl: {e}"))
+    }
+
+    /// Pids of watcher `name`, by `list`.
+    pub async fn pids(&self, name: &str) -> Vec<u32> {
+        match self.call(Cmd::List { name: Some(name.into()) }).await {
+            Response::Processes(list) => list.into_iter().map(|p| p.pid).collect(),
+            other => panic!("unexpected reply to list: {other:?}"),
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- log of nodeagent '{}' ----\n{}", self.node, self.log());
+        }
+    }
+}
