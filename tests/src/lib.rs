@@ -315,3 +315,76 @@ impl Drop for TestAgent {
         }
     }
 }
+
+/// Events of one subscription, with helpers to wait for specific ones.
+pub struct EventStream {
+    sub: Subscriber,
+    /// Every event received so far, in order.
+    pub seen: Vec<ringmaster_protocol::Event>,
+}
+
+impl EventStream {
+    /// Waits for the next event matching `pred`, keeping everything seen on the way.
+    pub async fn wait(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&ringmaster_protocol::Event) -> bool,
+    ) -> ringmaster_protocol::Event {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.sub.recv_event()).await {
+                Ok(Ok(event)) => {
+                    self.seen.push(event.clone());
+                    if pred(&event) {
+                        return event;
+                    }
+                }
+                Ok(Err(e)) => panic!("subscription failed while waiting for {what}: {e}"),
+                Err(_) => panic!(
+                    "timed out after {:.1}s waiting for {what}; saw {} event(s): {:#?}",
+                    timeout.as_secs_f64(),
+                    self.seen.len(),
+                    self.seen.iter().rev().take(10).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+}
+
+impl TestAgent {
+    /// Subscribes to `prefix` and makes sure the subscription is live (pub/sub
+    /// subscriptions take effect asynchronously): a probe watcher is added until
+    /// its `add` event arrives, then removed.
+    pub async fn events(&self, prefix: &str) -> EventStream {
+        let probe = "sync-probe";
+        let probe_prefix = format!("event.{}.{probe}.", self.node);
+        let sub = Subscriber::connect(&self.pubsub, &[prefix, &probe_prefix], DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("cannot subscribe: {e}"));
+        let mut stream = EventStream { sub, seen: Vec::new() };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let _ = self
+                .client()
+                .call(Cmd::Add {
+                    name: probe.into(),
+                    cmd: "true".into(),
+                    args: vec![],
+                    options: Default::default(),
+                    start: false,
+                })
+                .await;
+            let got = tokio::time::timeout(Duration::from_millis(200), stream.sub.recv_event()).await;
+            let _ = self.client().call(Cmd::Rm { name: probe.into(), nostop: false }).await;
+            if let Ok(Ok(event)) = got {
+                if event.watcher == probe {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "subscription to {} never became live", self.pubsub);
+        }
+        stream.seen.clear();
+        stream
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: every test starts the real `nodeagent` binary in a temp dir
+//! with `ipc://` endpoints and drives it through the protocol client and `nodectl`.
+
+mod e2e {
+    mod bad_input;
+    mod commands;
+    mod lifecycle;
+    mod nodectl;
+    mod persistence;
+}
