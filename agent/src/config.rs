@@ -181,7 +181,9 @@ impl<'de> Deserialize<'de> for Args {
         match Form::deserialize(d)? {
             Form::List(list) => Ok(Args(list)),
             Form::Line(line) => shlex::split(&line).map(Args).ok_or_else(|| {
-                serde::de::Error::custom(format!("cannot split arguments {line:?}: unbalanced quotes"))
+                serde::de::Error::custom(format!(
+                    "cannot split arguments {line:?}: unbalanced quotes"
+                ))
             }),
         }
     }
@@ -339,14 +341,12 @@ impl WatcherConfig {
     /// Builds a watcher from wire options (`add`), with the same checks as a file.
     pub fn from_options(options: &OptionMap) -> Result<Self, ConfigError> {
         let table = options_to_toml(options);
-        table
-            .try_into::<WatcherConfig>()
-            .map_err(|e| ConfigError {
-                file: None,
-                line: None,
-                key: None,
-                message: e.message().trim().to_string(),
-            })
+        table.try_into::<WatcherConfig>().map_err(|e| ConfigError {
+            file: None,
+            line: None,
+            key: None,
+            message: e.message().trim().to_string(),
+        })
     }
 
     /// Every option with its value, as `options` shows them.
@@ -384,7 +384,10 @@ impl WatcherConfig {
         if self.singleton && self.numprocesses > 1 {
             return fail(
                 "numprocesses",
-                format!("is {} but the watcher is a singleton (at most 1)", self.numprocesses),
+                format!(
+                    "is {} but the watcher is a singleton (at most 1)",
+                    self.numprocesses
+                ),
             );
         }
         for (key, value) in [
@@ -397,7 +400,10 @@ impl WatcherConfig {
             ("healthy_after", self.healthy_after),
         ] {
             if !value.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&value) {
-                return fail(key, format!("must be a number of seconds >= 0, not {value}"));
+                return fail(
+                    key,
+                    format!("must be a number of seconds >= 0, not {value}"),
+                );
             }
         }
         if self.max_retry < -1 {
@@ -547,12 +553,15 @@ impl Config {
             None => default_node_name(),
         };
         names::validate("node", &node).map_err(|e| {
-            at(&["agent"], Some("node"), ConfigError::key("node", e.to_string()))
+            at(
+                &["agent"],
+                Some("node"),
+                ConfigError::key("node", e.to_string()),
+            )
         })?;
         for (key, endpoint) in [("control", &agent.control), ("pubsub", &agent.pubsub)] {
-            check_endpoint(endpoint, agent.insecure).map_err(|message| {
-                at(&["agent"], Some(key), ConfigError::key(key, message))
-            })?;
+            check_endpoint(endpoint, agent.insecure)
+                .map_err(|message| at(&["agent"], Some(key), ConfigError::key(key, message)))?;
         }
         if agent.control == agent.pubsub {
             return Err(at(
@@ -577,7 +586,11 @@ impl Config {
         let mut watchers = BTreeMap::new();
         for (name, mut watcher) in parsed.watchers {
             names::validate("watcher", &name).map_err(|e| {
-                at(&["watchers", &name], None, ConfigError::key("", e.to_string()))
+                at(
+                    &["watchers", &name],
+                    None,
+                    ConfigError::key("", e.to_string()),
+                )
             })?;
             if let Err(err) = watcher.validate() {
                 let key = err.key.clone();
@@ -618,10 +631,14 @@ pub fn check_endpoint(endpoint: &str, insecure: bool) -> Result<(), String> {
         ));
     };
     let Some((host, port)) = rest.rsplit_once(':') else {
-        return Err(format!("endpoint '{endpoint}' has no port: use tcp://HOST:PORT"));
+        return Err(format!(
+            "endpoint '{endpoint}' has no port: use tcp://HOST:PORT"
+        ));
     };
     if port.parse::<u16>().is_err() {
-        return Err(format!("endpoint '{endpoint}' has an invalid port '{port}'"));
+        return Err(format!(
+            "endpoint '{endpoint}' has an invalid port '{port}'"
+        ));
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host == "localhost"
@@ -750,14 +767,23 @@ mod tests {
         assert_eq!(w.stop_signal, Signal::Term);
         assert!(w.respawn && w.autostart && w.close_child_stdin);
         assert!(!w.copy_env && !w.singleton && !w.stop_children);
-        assert_eq!((w.flapping_attempts, w.flapping_window, w.retry_in, w.max_retry), (2, 1.0, 7.0, 5));
+        assert_eq!(
+            (
+                w.flapping_attempts,
+                w.flapping_window,
+                w.retry_in,
+                w.max_retry
+            ),
+            (2, 1.0, 7.0, 5)
+        );
         assert_eq!(config.agent.control, DEFAULT_CONTROL);
         assert_eq!(config.agent.pubsub, DEFAULT_PUBSUB);
     }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let err = parse("[agent]\nnode = \"n1\"\n\n[watchers.w]\ncmd = \"x\"\nnumprocess = 2\n").unwrap_err();
+        let err = parse("[agent]\nnode = \"n1\"\n\n[watchers.w]\ncmd = \"x\"\nnumprocess = 2\n")
+            .unwrap_err();
         assert_eq!(err.line, Some(6));
         let text = err.to_string();
         assert!(text.starts_with("agent.toml:6:"), "{text}");
@@ -784,7 +810,10 @@ mod tests {
         assert_eq!(err.key.as_deref(), Some("watchers.w.numprocesses"));
         assert_eq!(err.line, Some(6));
         let err = parse("[watchers.\"a.b\"]\ncmd = \"x\"\n").unwrap_err();
-        assert!(err.to_string().contains("invalid watcher name 'a.b'"), "{err}");
+        assert!(
+            err.to_string().contains("invalid watcher name 'a.b'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -792,7 +821,8 @@ mod tests {
         let err = parse("[agent]\nnode = \"n\"\ncontrol = \"tcp://0.0.0.0:5555\"\n").unwrap_err();
         assert_eq!(err.line, Some(3));
         assert!(err.to_string().contains("insecure = true"), "{err}");
-        parse("[agent]\nnode = \"n\"\ninsecure = true\ncontrol = \"tcp://0.0.0.0:5555\"\n").unwrap();
+        parse("[agent]\nnode = \"n\"\ninsecure = true\ncontrol = \"tcp://0.0.0.0:5555\"\n")
+            .unwrap();
         parse("[agent]\nnode = \"n\"\ncontrol = \"tcp://[::1]:5555\"\n").unwrap();
     }
 
@@ -800,8 +830,14 @@ mod tests {
     fn relative_paths_follow_the_file() {
         let config = parse("[agent]\nnode = \"n\"\nstate_dir = \"state\"\n[watchers.w]\ncmd = \"x\"\nworking_dir = \"app\"\nstdout = \"logs/w.log\"\n").unwrap();
         assert_eq!(config.agent.state_dir, PathBuf::from("/srv/state"));
-        assert_eq!(config.watchers["w"].working_dir, Some(PathBuf::from("/srv/app")));
-        assert_eq!(config.watchers["w"].stdout, Output::File(PathBuf::from("/srv/logs/w.log")));
+        assert_eq!(
+            config.watchers["w"].working_dir,
+            Some(PathBuf::from("/srv/app"))
+        );
+        assert_eq!(
+            config.watchers["w"].stdout,
+            Output::File(PathBuf::from("/srv/logs/w.log"))
+        );
     }
 
     #[test]

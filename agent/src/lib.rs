@@ -42,7 +42,9 @@ const LINGER: Duration = Duration::from_millis(100);
 /// Runs the agent until it is told to stop. Must be called on a `current_thread`
 /// runtime.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    tokio::task::LocalSet::new().run_until(run_local(config)).await
+    tokio::task::LocalSet::new()
+        .run_until(run_local(config))
+        .await
 }
 
 async fn run_local(config: Config) -> anyhow::Result<()> {

@@ -80,7 +80,13 @@ fn init_logging(verbose: u8) {
 
 fn print_config(config: &Config) {
     let agent = &config.agent;
-    println!("# {} is valid", config.path.as_ref().map_or_else(String::new, |p| p.display().to_string()));
+    println!(
+        "# {} is valid",
+        config
+            .path
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string())
+    );
     println!("[agent]");
     println!("node = {:?}", agent.node);
     println!("control = {:?}", agent.control);

@@ -66,7 +66,11 @@ fn count_processes() -> u32 {
     };
     let count = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .count();
     u32::try_from(count).unwrap_or(u32::MAX)
 }

@@ -147,7 +147,10 @@ mod tests {
     }
 
     fn map(items: &[(&str, &WatcherConfig)]) -> BTreeMap<String, WatcherConfig> {
-        items.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect()
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).clone()))
+            .collect()
     }
 
     #[test]

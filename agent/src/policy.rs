@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(backoff(&c, 6, 0.0), secs(1.6));
         assert_eq!(backoff(&c, 40, 0.0), secs(30.0));
         let jittered = backoff(&c, 40, 0.999);
-        assert!(jittered < secs(30.0) && jittered >= secs(24.0), "{jittered:?}");
+        assert!(
+            jittered < secs(30.0) && jittered >= secs(24.0),
+            "{jittered:?}"
+        );
     }
 
     #[test]
@@ -169,12 +172,21 @@ mod tests {
         let mut t = RestartTracker::default();
         let now = Instant::now();
         let quick = secs(0.5);
-        assert_eq!(t.on_unexpected_exit(&c, 1, quick, now, 0.0), Verdict::Respawn(Duration::ZERO));
-        assert_eq!(t.on_unexpected_exit(&c, 1, quick, now, 0.0), Verdict::Respawn(secs(0.1)));
+        assert_eq!(
+            t.on_unexpected_exit(&c, 1, quick, now, 0.0),
+            Verdict::Respawn(Duration::ZERO)
+        );
+        assert_eq!(
+            t.on_unexpected_exit(&c, 1, quick, now, 0.0),
+            Verdict::Respawn(secs(0.1))
+        );
         assert_eq!(t.backoff_until(1, now), Some(now + secs(0.1)));
         assert_eq!(t.backoff_until(1, now + secs(0.2)), None);
         // Another slot is not slowed down by slot 1.
-        assert_eq!(t.on_unexpected_exit(&c, 2, quick, now, 0.0), Verdict::Respawn(Duration::ZERO));
+        assert_eq!(
+            t.on_unexpected_exit(&c, 2, quick, now, 0.0),
+            Verdict::Respawn(Duration::ZERO)
+        );
         // A healthy run resets slot 1.
         assert_eq!(
             t.on_unexpected_exit(&c, 1, secs(11.0), now, 0.0),
@@ -191,11 +203,20 @@ mod tests {
         let quick = secs(0.01);
         let mut now = start;
         for attempt in 1..=3 {
-            assert_eq!(t.on_unexpected_exit(&c, 1, quick, now, 0.0), Verdict::Respawn(Duration::ZERO));
+            assert_eq!(
+                t.on_unexpected_exit(&c, 1, quick, now, 0.0),
+                Verdict::Respawn(Duration::ZERO)
+            );
             now += secs(0.5);
             let verdict = t.on_unexpected_exit(&c, 1, quick, now, 0.0);
             let expected_retry = (attempt <= 2).then(|| secs(7.0));
-            assert_eq!(verdict, Verdict::Flapping { attempt, retry_in: expected_retry });
+            assert_eq!(
+                verdict,
+                Verdict::Flapping {
+                    attempt,
+                    retry_in: expected_retry
+                }
+            );
             t.reset_for_retry();
             now += secs(7.0);
         }
@@ -220,12 +241,18 @@ mod tests {
         let mut t = RestartTracker::default();
         let now = Instant::now();
         t.on_unexpected_exit(&c, 1, secs(0.0), now, 0.0);
-        assert!(matches!(t.on_unexpected_exit(&c, 1, secs(0.0), now, 0.0), Verdict::Flapping { attempt: 1, .. }));
+        assert!(matches!(
+            t.on_unexpected_exit(&c, 1, secs(0.0), now, 0.0),
+            Verdict::Flapping { attempt: 1, .. }
+        ));
         let later = now + secs(60.0);
         t.on_unexpected_exit(&c, 1, secs(0.0), later, 0.0);
         assert!(matches!(
             t.on_unexpected_exit(&c, 1, secs(0.0), later, 0.0),
-            Verdict::Flapping { attempt: 1, retry_in: Some(_) }
+            Verdict::Flapping {
+                attempt: 1,
+                retry_in: Some(_)
+            }
         ));
     }
 
@@ -236,7 +263,10 @@ mod tests {
         let mut t = RestartTracker::default();
         let now = Instant::now();
         for _ in 0..100 {
-            assert!(matches!(t.on_unexpected_exit(&c, 1, secs(0.0), now, 0.5), Verdict::Respawn(_)));
+            assert!(matches!(
+                t.on_unexpected_exit(&c, 1, secs(0.0), now, 0.5),
+                Verdict::Respawn(_)
+            ));
         }
     }
 }

@@ -98,9 +98,7 @@ pub fn expand(text: &str, vars: &SpawnVars<'_>, env: &BTreeMap<String, String>) 
             other => other.strip_prefix("env.").and_then(|_| {
                 // Environment names keep their case: take it from the original key.
                 let name = &key[key.len() - (other.len() - 4)..];
-                env.get(name)
-                    .cloned()
-                    .or_else(|| std::env::var(name).ok())
+                env.get(name).cloned().or_else(|| std::env::var(name).ok())
             }),
         };
         match value {
@@ -316,7 +314,10 @@ mod tests {
             &env,
         );
         assert_eq!(out, "--wid 3 3 3 web@n1 8080 8080 $(nope) 3");
-        assert_eq!(expand("unterminated $(wid", &vars(), &env), "unterminated $(wid");
+        assert_eq!(
+            expand("unterminated $(wid", &vars(), &env),
+            "unterminated $(wid"
+        );
     }
 
     #[test]

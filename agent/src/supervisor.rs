@@ -236,11 +236,6 @@ impl Agent {
         self.quit.notified().await;
     }
 
-    /// Messages that could not be queued for publishing.
-    pub fn dropped_events(&self) -> u64 {
-        self.dropped.get()
-    }
-
     /// Number of processes alive now.
     pub fn process_count(&self) -> usize {
         self.state.borrow().owners.len()
@@ -319,7 +314,9 @@ impl Agent {
         let prepared = {
             let state = self.state.borrow();
             let Some(w) = state.watchers.get(name) else {
-                return Err(SpawnError::BadCommandLine(format!("watcher '{name}' is gone")));
+                return Err(SpawnError::BadCommandLine(format!(
+                    "watcher '{name}' is gone"
+                )));
             };
             let vars = SpawnVars {
                 node: &node,
@@ -380,13 +377,20 @@ impl Agent {
                 Err(e) => {
                     let message = format!("watcher '{name}': {e}");
                     let _ = self.with_watcher(name, |w| w.last_error = Some(message.clone()));
-                    self.emit(name, EventKind::SpawnFailed { error: e.to_string() });
+                    self.emit(
+                        name,
+                        EventKind::SpawnFailed {
+                            error: e.to_string(),
+                        },
+                    );
                     warn!("{message}");
                     self.stop_pids(name, started).await;
                     return Err(ErrorReply::new(ErrorKind::SpawnFailed, message));
                 }
             }
-            let warmup = self.with_watcher(name, |w| w.config.warmup_delay).unwrap_or(0.0);
+            let warmup = self
+                .with_watcher(name, |w| w.config.warmup_delay)
+                .unwrap_or(0.0);
             if warmup > 0.0 && i + 1 < count {
                 tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
             } else if i % 32 == 31 {
@@ -453,11 +457,21 @@ impl Agent {
     fn on_spawn_failure(self: &Rc<Self>, name: &str, wid: u32, error: SpawnError) {
         let message = format!("watcher '{name}': {error}");
         warn!("{message}");
-        self.emit(name, EventKind::SpawnFailed { error: error.to_string() });
+        self.emit(
+            name,
+            EventKind::SpawnFailed {
+                error: error.to_string(),
+            },
+        );
         let verdict = self.with_watcher(name, |w| {
             w.last_error = Some(message.clone());
-            w.restarts
-                .on_unexpected_exit(&w.config, wid, Duration::ZERO, Instant::now(), fastrand::f64())
+            w.restarts.on_unexpected_exit(
+                &w.config,
+                wid,
+                Duration::ZERO,
+                Instant::now(),
+                fastrand::f64(),
+            )
         });
         match verdict {
             // Never retry a failed spawn in the same turn: go through a timer.
@@ -542,7 +556,9 @@ impl Agent {
             Verdict::Respawn(delay) => self.fill_at(name, Instant::now() + delay),
             Verdict::Flapping { attempt, retry_in } => {
                 let window = self
-                    .with_watcher(name, |w| (w.config.flapping_attempts, w.config.flapping_window))
+                    .with_watcher(name, |w| {
+                        (w.config.flapping_attempts, w.config.flapping_window)
+                    })
                     .unwrap_or((0, 0.0));
                 let message = match retry_in {
                     Some(d) => format!(
@@ -575,7 +591,12 @@ impl Agent {
         }
     }
 
-    async fn handle_flapping(self: &Rc<Self>, name: &str, message: String, retry_in: Option<Duration>) {
+    async fn handle_flapping(
+        self: &Rc<Self>,
+        name: &str,
+        message: String,
+        retry_in: Option<Duration>,
+    ) {
         let Ok(lock) = self.lock_of(name) else { return };
         let epoch = {
             let _guard = lock.lock().await;
@@ -600,7 +621,9 @@ impl Agent {
         tokio::time::sleep(delay).await;
         let _guard = lock.lock().await;
         let still_ours = self
-            .with_watcher(name, |w| w.epoch == epoch && w.state == WatcherState::Flapping)
+            .with_watcher(name, |w| {
+                w.epoch == epoch && w.state == WatcherState::Flapping
+            })
             .unwrap_or(false);
         if still_ours && !self.shutting_down.get() {
             let _ = self.with_watcher(name, |w| w.restarts.reset_for_retry());
@@ -765,12 +788,19 @@ impl Agent {
         })
     }
 
-    async fn reload_watcher(self: &Rc<Self>, name: &str, sequential: bool) -> CmdResult<ChangeReport> {
+    async fn reload_watcher(
+        self: &Rc<Self>,
+        name: &str,
+        sequential: bool,
+    ) -> CmdResult<ChangeReport> {
         let (active, old) = self.with_watcher(name, |w| {
             let mut old: Vec<(Instant, u32)> =
                 w.running().map(|(pid, p)| (p.since, *pid)).collect();
             old.sort();
-            (w.state == WatcherState::Active, old.into_iter().map(|(_, pid)| pid).collect::<Vec<_>>())
+            (
+                w.state == WatcherState::Active,
+                old.into_iter().map(|(_, pid)| pid).collect::<Vec<_>>(),
+            )
         })?;
         if !active {
             return self.start_watcher(name, true).await;
@@ -856,7 +886,9 @@ impl Agent {
             if self.shutting_down.get() {
                 break;
             }
-            let Ok(lock) = self.lock_of(name) else { continue };
+            let Ok(lock) = self.lock_of(name) else {
+                continue;
+            };
             let _guard = lock.lock().await;
             let outcome = match self.start_watcher(name, true).await {
                 Ok(r) => {
@@ -919,7 +951,9 @@ impl Agent {
                             report.watchers.insert(name, "stopped".into());
                         }
                         Err(e) => {
-                            report.watchers.insert(name, format!("failed: {}", e.message));
+                            report
+                                .watchers
+                                .insert(name, format!("failed: {}", e.message));
                         }
                     }
                 }
@@ -975,30 +1009,36 @@ impl Agent {
             )),
             Command::List { name: Some(name) } => self.list(&name).map(Response::Processes),
             Command::Start { name: Some(name) } => self
-                .locked(&name, |a, n| Box::pin(async move { a.start_watcher(&n, true).await }))
+                .locked(&name, |a, n| {
+                    Box::pin(async move { a.start_watcher(&n, true).await })
+                })
                 .await
                 .map(Response::Changes),
             Command::Start { name: None } => Ok(Response::Changes(self.start_all().await)),
             Command::Stop { name: Some(name) } => self
-                .locked(&name, |a, n| Box::pin(async move { a.stop_watcher(&n, true).await }))
+                .locked(&name, |a, n| {
+                    Box::pin(async move { a.stop_watcher(&n, true).await })
+                })
                 .await
                 .map(Response::Changes),
             Command::Stop { name: None } => Ok(Response::Changes(self.stop_all(true).await)),
-            Command::Restart { name } => self.for_each_active(name, |a, n| {
-                Box::pin(async move {
-                    let stopped = a.stop_watcher(&n, true).await?;
-                    let mut started = a.start_watcher(&n, true).await?;
-                    started.stopped = stopped.stopped;
-                    Ok(started)
+            Command::Restart { name } => self
+                .for_each_active(name, |a, n| {
+                    Box::pin(async move {
+                        let stopped = a.stop_watcher(&n, true).await?;
+                        let mut started = a.start_watcher(&n, true).await?;
+                        started.stopped = stopped.stopped;
+                        Ok(started)
+                    })
                 })
-            })
-            .await
-            .map(Response::Changes),
-            Command::Reload { name, sequential } => self.for_each_active(name, move |a, n| {
-                Box::pin(async move { a.reload_watcher(&n, sequential).await })
-            })
-            .await
-            .map(Response::Changes),
+                .await
+                .map(Response::Changes),
+            Command::Reload { name, sequential } => self
+                .for_each_active(name, move |a, n| {
+                    Box::pin(async move { a.reload_watcher(&n, sequential).await })
+                })
+                .await
+                .map(Response::Changes),
             Command::Incr { name, nb } => self.incr(&name, nb).await.map(Response::Changes),
             Command::Decr { name, nb } => self.decr(&name, nb).await.map(Response::Changes),
             Command::Add {
@@ -1007,22 +1047,33 @@ impl Agent {
                 args,
                 options,
                 start,
-            } => self.add(name, cmd, args, options, start).await.map(Response::Changes),
+            } => self
+                .add(name, cmd, args, options, start)
+                .await
+                .map(Response::Changes),
             Command::Rm { name, nostop } => self.rm(&name, nostop).await.map(Response::Changes),
             Command::Set { name, options } => self.set(&name, options).await.map(Response::Changes),
             Command::Get { name, keys } => self.get(&name, &keys).map(Response::Options),
             Command::Options { name } => self
                 .with_watcher(&name, |w| w.config.to_options())
                 .map(Response::Options),
-            Command::GlobalOptions { key } => self.global_options(key.as_deref()).map(Response::Options),
+            Command::GlobalOptions { key } => {
+                self.global_options(key.as_deref()).map(Response::Options)
+            }
             Command::Signal {
                 name,
                 pid,
                 signal,
                 children,
-            } => self.signal(&name, pid, signal, children).map(Response::Changes),
-            Command::NumProcesses { name } => self.numprocesses(name.as_deref()).map(Response::Count),
-            Command::NumWatchers {} => Ok(Response::Count(self.state.borrow().watchers.len() as u64)),
+            } => self
+                .signal(&name, pid, signal, children)
+                .map(Response::Changes),
+            Command::NumProcesses { name } => {
+                self.numprocesses(name.as_deref()).map(Response::Count)
+            }
+            Command::NumWatchers {} => {
+                Ok(Response::Count(self.state.borrow().watchers.len() as u64))
+            }
             Command::ReloadConfig {} => self.reload_config().await.map(Response::Changes),
             Command::Quit {} => {
                 let report = self.shutdown().await;
@@ -1040,7 +1091,11 @@ impl Agent {
     /// Runs `op` on watcher `name` holding its lock.
     async fn locked<F>(self: &Rc<Self>, name: &str, op: F) -> CmdResult<ChangeReport>
     where
-        F: FnOnce(Rc<Self>, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = CmdResult<ChangeReport>>>>,
+        F: FnOnce(
+            Rc<Self>,
+            String,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = CmdResult<ChangeReport>>>>,
     {
         let lock = self.lock_of(name)?;
         let _guard = lock.lock().await;
@@ -1050,9 +1105,17 @@ impl Agent {
     }
 
     /// Runs `op` on one watcher, or on every active watcher by priority.
-    async fn for_each_active<F>(self: &Rc<Self>, name: Option<String>, op: F) -> CmdResult<ChangeReport>
+    async fn for_each_active<F>(
+        self: &Rc<Self>,
+        name: Option<String>,
+        op: F,
+    ) -> CmdResult<ChangeReport>
     where
-        F: Fn(Rc<Self>, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = CmdResult<ChangeReport>>>>,
+        F: Fn(
+            Rc<Self>,
+            String,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = CmdResult<ChangeReport>>>>,
     {
         if let Some(name) = name {
             return self.locked(&name, op).await;
@@ -1069,7 +1132,9 @@ impl Agent {
                     report.watchers.insert(name, "done".into());
                 }
                 Err(e) => {
-                    report.watchers.insert(name, format!("failed: {}", e.message));
+                    report
+                        .watchers
+                        .insert(name, format!("failed: {}", e.message));
                 }
             }
         }
@@ -1123,11 +1188,19 @@ impl Agent {
                 format!("watcher '{name}' is a singleton: it runs at most one process"),
             ));
         }
-        let target = current.checked_add(nb).filter(|t| *t <= 100_000).ok_or_else(|| {
-            ErrorReply::new(ErrorKind::BadArguments, "numprocesses would exceed 100000")
-        })?;
+        let target = current
+            .checked_add(nb)
+            .filter(|t| *t <= 100_000)
+            .ok_or_else(|| {
+                ErrorReply::new(ErrorKind::BadArguments, "numprocesses would exceed 100000")
+            })?;
         let report = self.scale_to(name, target).await?;
-        self.emit(name, EventKind::Updated { keys: vec!["numprocesses".into()] });
+        self.emit(
+            name,
+            EventKind::Updated {
+                keys: vec!["numprocesses".into()],
+            },
+        );
         Ok(report)
     }
 
@@ -1142,7 +1215,12 @@ impl Agent {
             ));
         };
         let report = self.scale_to(name, target).await?;
-        self.emit(name, EventKind::Updated { keys: vec!["numprocesses".into()] });
+        self.emit(
+            name,
+            EventKind::Updated {
+                keys: vec!["numprocesses".into()],
+            },
+        );
         Ok(report)
     }
 
@@ -1165,7 +1243,9 @@ impl Agent {
         }
         let config = WatcherConfig::from_options(&options)
             .and_then(|c| c.validate().map(|()| c))
-            .map_err(|e| ErrorReply::new(ErrorKind::InvalidConfig, format!("watcher '{name}': {e}")))?;
+            .map_err(|e| {
+                ErrorReply::new(ErrorKind::InvalidConfig, format!("watcher '{name}': {e}"))
+            })?;
         {
             let mut state = self.state.borrow_mut();
             if state.watchers.contains_key(&name) {
@@ -1219,7 +1299,10 @@ impl Agent {
 
     async fn set(self: &Rc<Self>, name: &str, options: OptionMap) -> CmdResult<ChangeReport> {
         if options.is_empty() {
-            return Err(ErrorReply::new(ErrorKind::BadArguments, "set needs at least one option"));
+            return Err(ErrorReply::new(
+                ErrorKind::BadArguments,
+                "set needs at least one option",
+            ));
         }
         let lock = self.lock_of(name)?;
         let _guard = lock.lock().await;
@@ -1227,10 +1310,17 @@ impl Agent {
         let new = old
             .with_changes(&options)
             .and_then(|c| c.validate().map(|()| c))
-            .map_err(|e| ErrorReply::new(ErrorKind::InvalidConfig, format!("watcher '{name}': {e}")))?;
+            .map_err(|e| {
+                ErrorReply::new(ErrorKind::InvalidConfig, format!("watcher '{name}': {e}"))
+            })?;
         let report = self.apply_config(name, old, new).await?;
         self.persist();
-        self.emit(name, EventKind::Updated { keys: options.keys().cloned().collect() });
+        self.emit(
+            name,
+            EventKind::Updated {
+                keys: options.keys().cloned().collect(),
+            },
+        );
         Ok(report)
     }
 
@@ -1247,7 +1337,11 @@ impl Agent {
         let needs_reload = new_options
             .iter()
             .filter(|(k, v)| old_options.get(*k) != Some(*v))
-            .chain(old_options.iter().filter(|(k, _)| !new_options.contains_key(*k)))
+            .chain(
+                old_options
+                    .iter()
+                    .filter(|(k, _)| !new_options.contains_key(*k)),
+            )
             .any(|(k, _)| !LIVE_OPTIONS.contains(&k.as_str()));
         let target = new.numprocesses;
         let active = self.with_watcher(name, |w| {
@@ -1296,11 +1390,20 @@ impl Agent {
         all.insert("control".into(), s(&self.control));
         all.insert("pubsub".into(), s(&self.pubsub));
         all.insert("state_dir".into(), s(&settings.state_dir.to_string_lossy()));
-        all.insert("warmup_delay".into(), OptionValue::Float(settings.warmup_delay));
+        all.insert(
+            "warmup_delay".into(),
+            OptionValue::Float(settings.warmup_delay),
+        );
         all.insert("insecure".into(), OptionValue::Bool(settings.insecure));
         all.insert(
             "labels".into(),
-            OptionValue::Table(settings.labels.iter().map(|(k, v)| (k.clone(), s(v))).collect()),
+            OptionValue::Table(
+                settings
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), s(v)))
+                    .collect(),
+            ),
         );
         all.insert(
             "config".into(),
@@ -1326,21 +1429,32 @@ impl Agent {
         }
     }
 
-    fn signal(&self, name: &str, pid: Option<u32>, signal: Signal, children: bool) -> CmdResult<ChangeReport> {
+    fn signal(
+        &self,
+        name: &str,
+        pid: Option<u32>,
+        signal: Signal,
+        children: bool,
+    ) -> CmdResult<ChangeReport> {
         let pids = self.with_watcher(name, |w| w.pids())?;
         let targets = match pid {
             Some(pid) if pids.contains(&pid) => vec![pid],
             Some(pid) => {
                 return Err(ErrorReply::new(
                     ErrorKind::NotFound,
-                    format!("process {pid} is not one of watcher '{name}' (see `nodectl list {name}`)"),
+                    format!(
+                        "process {pid} is not one of watcher '{name}' (see `nodectl list {name}`)"
+                    ),
                 ))
             }
             None => pids,
         };
         for target in &targets {
             send_signal(*target, signal, children).map_err(|e| {
-                ErrorReply::new(ErrorKind::Os, format!("cannot send {signal} to {target}: {e}"))
+                ErrorReply::new(
+                    ErrorKind::Os,
+                    format!("cannot send {signal} to {target}: {e}"),
+                )
             })?;
         }
         Ok(ChangeReport {
@@ -1364,8 +1478,12 @@ impl Agent {
                 "the agent was not started from a config file",
             ));
         };
-        let config = Config::load(&path)
-            .map_err(|e| ErrorReply::new(ErrorKind::InvalidConfig, format!("{e}; keeping the running config")))?;
+        let config = Config::load(&path).map_err(|e| {
+            ErrorReply::new(
+                ErrorKind::InvalidConfig,
+                format!("{e}; keeping the running config"),
+            )
+        })?;
         let mut report = ChangeReport {
             done: true,
             ..ChangeReport::default()
@@ -1416,12 +1534,14 @@ impl Agent {
                         .insert(name.clone(), Watcher::new(cfg));
                     self.emit(&name, EventKind::Add {});
                     if autostart {
-                        self.locked(&name, |a, n| Box::pin(async move { a.start_watcher(&n, true).await }))
-                            .await
-                            .map(|r| {
-                                report.started.extend(r.started);
-                                "added"
-                            })
+                        self.locked(&name, |a, n| {
+                            Box::pin(async move { a.start_watcher(&n, true).await })
+                        })
+                        .await
+                        .map(|r| {
+                            report.started.extend(r.started);
+                            "added"
+                        })
                     } else {
                         Ok("added")
                     }
@@ -1440,7 +1560,12 @@ impl Agent {
                     result.map(|r| {
                         report.started.extend(r.started);
                         report.stopped.extend(r.stopped);
-                        self.emit(&name, EventKind::Updated { keys: vec!["config".into()] });
+                        self.emit(
+                            &name,
+                            EventKind::Updated {
+                                keys: vec!["config".into()],
+                            },
+                        );
                         "changed"
                     })
                 }
@@ -1475,6 +1600,7 @@ impl Agent {
             host_processes: facts.processes,
             control: self.control.clone(),
             pubsub: self.pubsub.clone(),
+            events_dropped: self.dropped.get(),
         }
     }
 }

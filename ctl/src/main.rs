@@ -104,7 +104,9 @@ enum Sub {
         nb: u32,
     },
     /// Add a watcher at run time (kept across agent restarts).
-    #[command(after_help = "Example: nodectl add web --start -o numprocesses=3 -- python3 -m http.server")]
+    #[command(
+        after_help = "Example: nodectl add web --start -o numprocesses=3 -- python3 -m http.server"
+    )]
     Add {
         /// Name of the new watcher.
         name: String,
@@ -223,7 +225,9 @@ fn main() -> ExitCode {
         }
         Err(ClientError::Transport(error)) => {
             if json {
-                output::print_json(&serde_json::json!({ "error": { "kind": "unreachable", "message": error.to_string() } }));
+                output::print_json(
+                    &serde_json::json!({ "error": { "kind": "unreachable", "message": error.to_string() } }),
+                );
             } else {
                 eprintln!("nodectl: {error}");
             }
@@ -399,11 +403,26 @@ mod tests {
     #[test]
     fn add_keeps_arguments_quoted() {
         let cli = Cli::try_parse_from([
-            "nodectl", "add", "web", "--start", "-o", "numprocesses=2", "--", "sh", "-c", "echo 'hi there'",
+            "nodectl",
+            "add",
+            "web",
+            "--start",
+            "-o",
+            "numprocesses=2",
+            "--",
+            "sh",
+            "-c",
+            "echo 'hi there'",
         ])
         .unwrap();
         let (command, _) = to_command(cli.command).unwrap();
-        let Command::Add { cmd, options, start, .. } = command else {
+        let Command::Add {
+            cmd,
+            options,
+            start,
+            ..
+        } = command
+        else {
             panic!("not add");
         };
         assert!(start);

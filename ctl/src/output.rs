@@ -176,7 +176,10 @@ fn print_node_info(info: &NodeInfo) {
     let rows = [
         ("node", info.node.clone()),
         ("labels", labels),
-        ("version", format!("{} (protocol {})", info.version, info.protocol)),
+        (
+            "version",
+            format!("{} (protocol {})", info.version, info.protocol),
+        ),
         ("uptime", human_duration(info.uptime)),
         ("cpus", info.cpus.to_string()),
         (
@@ -189,13 +192,17 @@ fn print_node_info(info: &NodeInfo) {
         ),
         (
             "load",
-            format!("{:.2} {:.2} {:.2}", info.load[0], info.load[1], info.load[2]),
+            format!(
+                "{:.2} {:.2} {:.2}",
+                info.load[0], info.load[1], info.load[2]
+            ),
         ),
         ("watchers", info.watchers.to_string()),
         ("processes", info.processes.to_string()),
         ("host processes", info.host_processes.to_string()),
         ("control", info.control.clone()),
         ("pubsub", info.pubsub.clone()),
+        ("events dropped", info.events_dropped.to_string()),
     ];
     for (key, value) in rows {
         println!("{key:<14}  {value}");

@@ -119,10 +119,7 @@ impl Codec {
             }
             Some(_) => {}
         }
-        let name = head
-            .command
-            .as_ref()
-            .and_then(|c| c.keys().next().cloned());
+        let name = head.command.as_ref().and_then(|c| c.keys().next().cloned());
         let reply = match name {
             None => error_reply(
                 id,

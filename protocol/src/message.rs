@@ -617,4 +617,7 @@ pub struct NodeInfo {
     pub control: String,
     /// The agent's publish endpoint.
     pub pubsub: String,
+    /// Messages the agent could not queue for publishing since it started.
+    #[serde(default)]
+    pub events_dropped: u64,
 }

@@ -32,7 +32,9 @@ use crate::PROTOCOL_VERSION;
 #[non_exhaustive]
 pub enum TransportError {
     /// The agent could not be reached.
-    #[error("cannot reach agent at {endpoint}: {reason} (is nodeagent running there? check --endpoint)")]
+    #[error(
+        "cannot reach agent at {endpoint}: {reason} (is nodeagent running there? check --endpoint)"
+    )]
     Connect {
         /// Where.
         endpoint: String,
@@ -158,7 +160,11 @@ impl Client {
 
     /// Sends an arbitrary body and waits for the reply with id `expect_id` (0 for
     /// frames the agent cannot read). For tests of bad input.
-    pub async fn call_raw(&mut self, body: Vec<u8>, expect_id: u64) -> Result<Reply, TransportError> {
+    pub async fn call_raw(
+        &mut self,
+        body: Vec<u8>,
+        expect_id: u64,
+    ) -> Result<Reply, TransportError> {
         self.exchange(body, expect_id).await
     }
 
@@ -284,8 +290,12 @@ pub fn prepare_bind(endpoint: &str) -> Result<(), TransportError> {
             "another process is listening on {}; stop it or choose another endpoint",
             path.display()
         ))),
-        Err(_) => std::fs::remove_file(path)
-            .map_err(|e| bind_error(format!("cannot remove stale socket {}: {e}", path.display()))),
+        Err(_) => std::fs::remove_file(path).map_err(|e| {
+            bind_error(format!(
+                "cannot remove stale socket {}: {e}",
+                path.display()
+            ))
+        }),
     }
 }
 
@@ -377,10 +387,13 @@ impl Replier {
             endpoint: String::new(),
             reason: e.to_string(),
         })?;
-        self.send.send(message).await.map_err(|e| TransportError::Io {
-            endpoint: String::new(),
-            reason: e.to_string(),
-        })
+        self.send
+            .send(message)
+            .await
+            .map_err(|e| TransportError::Io {
+                endpoint: String::new(),
+                reason: e.to_string(),
+            })
     }
 }
 

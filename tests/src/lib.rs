@@ -81,7 +81,9 @@ pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state is the first field after the ")" that closes the name.
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -165,7 +167,8 @@ impl TestAgent {
             "[agent]\nnode = \"{}\"\ncontrol = \"{}\"\npubsub = \"{}\"\nstate_dir = \"state\"\n{body}\n",
             self.node, self.control, self.pubsub
         );
-        std::fs::write(self.config_path(), config).unwrap_or_else(|e| panic!("cannot write config: {e}"));
+        std::fs::write(self.config_path(), config)
+            .unwrap_or_else(|e| panic!("cannot write config: {e}"));
     }
 
     /// Starts the binary (again) and waits until it answers.
@@ -217,7 +220,9 @@ impl TestAgent {
 
     /// Exit status, if the agent has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends `signal` to the agent.
@@ -288,7 +293,12 @@ impl TestAgent {
 
     /// Pids of watcher `name`, by `list`.
     pub async fn pids(&self, name: &str) -> Vec<u32> {
-        match self.call(Cmd::List { name: Some(name.into()) }).await {
+        match self
+            .call(Cmd::List {
+                name: Some(name.into()),
+            })
+            .await
+        {
             Response::Processes(list) => list.into_iter().map(|p| p.pid).collect(),
             other => panic!("unexpected reply to list: {other:?}"),
         }
@@ -362,7 +372,10 @@ impl TestAgent {
         let sub = Subscriber::connect(&self.pubsub, &[prefix, &probe_prefix], DEADLINE)
             .await
             .unwrap_or_else(|e| panic!("cannot subscribe: {e}"));
-        let mut stream = EventStream { sub, seen: Vec::new() };
+        let mut stream = EventStream {
+            sub,
+            seen: Vec::new(),
+        };
         let deadline = Instant::now() + DEADLINE;
         loop {
             let _ = self
@@ -375,14 +388,25 @@ impl TestAgent {
                     start: false,
                 })
                 .await;
-            let got = tokio::time::timeout(Duration::from_millis(200), stream.sub.recv_event()).await;
-            let _ = self.client().call(Cmd::Rm { name: probe.into(), nostop: false }).await;
+            let got =
+                tokio::time::timeout(Duration::from_millis(200), stream.sub.recv_event()).await;
+            let _ = self
+                .client()
+                .call(Cmd::Rm {
+                    name: probe.into(),
+                    nostop: false,
+                })
+                .await;
             if let Ok(Ok(event)) = got {
                 if event.watcher == probe {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "subscription to {} never became live", self.pubsub);
+            assert!(
+                Instant::now() < deadline,
+                "subscription to {} never became live",
+                self.pubsub
+            );
         }
         stream.seen.clear();
         stream

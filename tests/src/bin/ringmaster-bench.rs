@@ -203,16 +203,30 @@ fn print_header(scale: Scale, agent_bin: &std::path::Path) {
     let mode = if scale.quick { "quick run" } else { "full run" };
     println!("ringmaster-bench: nodeagent and nodectl against their performance targets ({mode})");
     println!(
-        "measures: spawn rate of {} processes (agent vs plain loop), crash-to-respawn latency \
-         over {} kills,",
-        scale.spawns, scale.kills
+        "measures: 1. spawn rate: incr of {} processes, against a plain Rust spawn loop",
+        scale.spawns
     );
     println!(
-        "          {} status round trips with {} processes supervised, nodectl status wall time \
-         over {} runs, agent RSS",
-        scale.requests, scale.spawns, scale.nodectl_runs
+        "          2. crash-to-respawn latency over {} SIGKILLs, one per process slot",
+        scale.kills
+    );
+    println!(
+        "          3. status round trip: {} requests on one client, {} processes supervised",
+        scale.requests, scale.spawns
+    );
+    println!(
+        "          4. wall time of `nodectl status`, {} runs",
+        scale.nodectl_runs
+    );
+    println!(
+        "          5. agent resident memory, idle and with {} processes",
+        scale.spawns
     );
     println!("machine:  {cpus} CPUs ({model}), Linux {kernel}");
+    println!(
+        "agents:   log level RUST_LOG={}",
+        std::env::var("RUST_LOG").unwrap_or_default()
+    );
     println!(
         "binaries: {}",
         agent_bin.parent().unwrap_or(agent_bin).display()
@@ -223,7 +237,6 @@ fn print_header(scale: Scale, agent_bin: &std::path::Path) {
     if scale.quick {
         println!("note:     quick run: counts are scaled down, numbers are indicative only");
     }
-    println!();
 }
 
 // ----- the report ----------------------------------------------------------------
@@ -405,8 +418,9 @@ async fn measure_under_load(
 ) -> Result<()> {
     let mut client = Client::new(agent.control.clone(), TIMEOUT);
     status(&mut client).await?;
-    let idle_rss = rss_bytes(agent.pid())?;
-    report.row("agent RSS, idle", format_mib(idle_rss));
+    let idle = Rss::of(agent.pid())?;
+    report.row("agent RSS, idle", format_mib(idle.total));
+    idle.report_breakdown(report);
 
     progress(&format!("spawn: plain loop of {} processes", scale.spawns));
     let plain = plain_spawn(scale.spawns)?;
@@ -417,13 +431,14 @@ async fn measure_under_load(
     round_trip_phase(scale, report, &mut client).await?;
     nodectl_phase(scale, report, &agent.control)?;
 
-    let loaded_rss = rss_bytes(agent.pid())?;
+    let loaded = Rss::of(agent.pid())?;
     report.check(
         &format!("agent RSS, {} processes", scale.spawns),
-        format_mib(loaded_rss),
+        format_mib(loaded.total),
         &format!("≤ {} MiB", RSS_TARGET / (1024 * 1024)),
-        loaded_rss <= RSS_TARGET,
+        loaded.total <= RSS_TARGET,
     );
+    loaded.report_breakdown(report);
     Ok(())
 }
 
@@ -756,16 +771,44 @@ async fn status(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-/// The resident memory of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or_else(|| anyhow!("no VmRSS line in {path}"))?;
-    Ok(kb * 1024)
+/// Resident memory of a process, in bytes.
+struct Rss {
+    /// `VmRSS`: everything resident.
+    total: u64,
+    /// `RssAnon`: heap, stacks and other private memory.
+    anon: u64,
+    /// `RssFile`: resident pages of the binary and of shared libraries.
+    file: u64,
+}
+
+impl Rss {
+    /// Reads `/proc/<pid>/status`.
+    fn of(pid: u32) -> Result<Rss> {
+        let path = format!("/proc/{pid}/status");
+        let status =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .ok_or_else(|| anyhow!("no {name} line in {path}"))
+        };
+        Ok(Rss {
+            total: field("VmRSS")?,
+            anon: field("RssAnon")?,
+            file: field("RssFile")?,
+        })
+    }
+
+    /// Adds the breakdown row under the row of the total.
+    fn report_breakdown(&self, report: &mut Report) {
+        report.row(
+            "  of which anonymous / file-backed",
+            format!("{} / {}", format_mib(self.anon), format_mib(self.file)),
+        );
+    }
 }
 
 /// Percentiles of a set of samples (nearest rank).

@@ -25,7 +25,12 @@ struct RawRequest<T: Serialize> {
 fn raw<T: Serialize>(id: u64, name: &str, args: T) -> Vec<u8> {
     let mut command = BTreeMap::new();
     command.insert(name.to_string(), args);
-    rmp_serde::to_vec_named(&RawRequest { v: PROTOCOL_VERSION, id, command }).unwrap()
+    rmp_serde::to_vec_named(&RawRequest {
+        v: PROTOCOL_VERSION,
+        id,
+        command,
+    })
+    .unwrap()
 }
 
 #[tokio::test]
@@ -33,10 +38,25 @@ async fn malformed_frames_get_error_replies() {
     let agent = TestAgent::start("frames", "\n[watchers.w]\ncmd = \"sleep 1000\"\n");
     let mut client = agent.client();
     let cases: Vec<(Vec<u8>, u64, ErrorKind, &str)> = vec![
-        (b"\xc1 definitely not msgpack".to_vec(), 0, ErrorKind::BadFrame, "not a Ringmaster request"),
-        (Vec::new(), 0, ErrorKind::BadFrame, "not a Ringmaster request"),
+        (
+            b"\xc1 definitely not msgpack".to_vec(),
+            0,
+            ErrorKind::BadFrame,
+            "not a Ringmaster request",
+        ),
+        (
+            Vec::new(),
+            0,
+            ErrorKind::BadFrame,
+            "not a Ringmaster request",
+        ),
         (vec![0x92; 2 << 20], 0, ErrorKind::BadFrame, "larger than"),
-        (raw(11, "explode", BTreeMap::<String, u8>::new()), 11, ErrorKind::UnknownCommand, "'explode'"),
+        (
+            raw(11, "explode", BTreeMap::<String, u8>::new()),
+            11,
+            ErrorKind::UnknownCommand,
+            "'explode'",
+        ),
         (
             raw(12, "incr", BTreeMap::from([("name", "w"), ("nb", "three")])),
             12,
@@ -44,8 +64,12 @@ async fn malformed_frames_get_error_replies() {
             "'incr'",
         ),
         (
-            rmp_serde::to_vec_named(&RawRequest { v: 99, id: 13, command: BTreeMap::from([("quit".to_string(), ())]) })
-                .unwrap(),
+            rmp_serde::to_vec_named(&RawRequest {
+                v: 99,
+                id: 13,
+                command: BTreeMap::from([("quit".to_string(), ())]),
+            })
+            .unwrap(),
             13,
             ErrorKind::VersionMismatch,
             "version 99",
@@ -56,7 +80,11 @@ async fn malformed_frames_get_error_replies() {
         assert_eq!(reply.id, id);
         let err = reply.result.expect_err("an error");
         assert_eq!(err.kind, kind, "{err}");
-        assert!(err.message.contains(needle), "{needle:?} not in {:?}", err.message);
+        assert!(
+            err.message.contains(needle),
+            "{needle:?} not in {:?}",
+            err.message
+        );
         still_answers(&agent).await;
     }
     let pids = agent.pids("w").await;
@@ -67,20 +95,52 @@ fn check_config(body: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, body).unwrap();
-    let out = Process::new(bin_path("nodeagent")).arg("--config").arg(&path).arg("--check-config").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Process::new(bin_path("nodeagent"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn bad_configs_are_refused_naming_file_line_and_key() {
     let cases = [
-        ("[agent]\nnode = \"n\"\n[watchers.w]\ncmd = \"sleep 1\"\nnumproceses = 2\n", "bad.toml:5", "numproceses"),
+        (
+            "[agent]\nnode = \"n\"\n[watchers.w]\ncmd = \"sleep 1\"\nnumproceses = 2\n",
+            "bad.toml:5",
+            "numproceses",
+        ),
         ("[agent]\nnode = \"n\n", "bad.toml:2", ""),
-        ("[watchers.w]\ncmd = \"a\"\n[watchers.w]\ncmd = \"b\"\n", "bad.toml:3", "duplicate"),
-        ("[watchers.w]\ncmd = \"a\"\nnumprocesses = -1\n", "bad.toml:3", ""),
-        ("[watchers.w]\ncmd = \"a\"\nsingleton = true\nnumprocesses = 2\n", "bad.toml:4", "watchers.w.numprocesses"),
-        ("[watchers.w]\ncmd = \"a\"\nstop_signal = \"SIGNOPE\"\n", "bad.toml:3", "SIGNOPE"),
-        ("[agent]\ncontrol = \"tcp://0.0.0.0:5555\"\n", "bad.toml:2", "insecure"),
+        (
+            "[watchers.w]\ncmd = \"a\"\n[watchers.w]\ncmd = \"b\"\n",
+            "bad.toml:3",
+            "duplicate",
+        ),
+        (
+            "[watchers.w]\ncmd = \"a\"\nnumprocesses = -1\n",
+            "bad.toml:3",
+            "",
+        ),
+        (
+            "[watchers.w]\ncmd = \"a\"\nsingleton = true\nnumprocesses = 2\n",
+            "bad.toml:4",
+            "watchers.w.numprocesses",
+        ),
+        (
+            "[watchers.w]\ncmd = \"a\"\nstop_signal = \"SIGNOPE\"\n",
+            "bad.toml:3",
+            "SIGNOPE",
+        ),
+        (
+            "[agent]\ncontrol = \"tcp://0.0.0.0:5555\"\n",
+            "bad.toml:2",
+            "insecure",
+        ),
     ];
     for (body, place, needle) in cases {
         let (code, stderr) = check_config(body);
@@ -94,10 +154,16 @@ fn bad_configs_are_refused_naming_file_line_and_key() {
 
 #[test]
 fn a_missing_config_file_is_named() {
-    let out = Process::new(bin_path("nodeagent")).args(["--config", "/no/such/agent.toml"]).output().unwrap();
+    let out = Process::new(bin_path("nodeagent"))
+        .args(["--config", "/no/such/agent.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/no/such/agent.toml") && stderr.contains("cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("/no/such/agent.toml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -110,7 +176,11 @@ fn a_busy_endpoint_is_refused_clearly() {
         format!("[agent]\nnode = \"busy2\"\ncontrol = \"{}\"\npubsub = \"ipc://{}/p.sock\"\nstate_dir = \"s\"\n", first.control, dir.path().display()),
     )
     .unwrap();
-    let out = Process::new(bin_path("nodeagent")).arg("--config").arg(&path).output().unwrap();
+    let out = Process::new(bin_path("nodeagent"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another process is listening"), "{stderr}");

@@ -9,7 +9,12 @@ use ringmaster_tests::{group_members, pid_alive, wait_for, TestAgent, DEADLINE};
 const SLEEPER: &str = "\n[watchers.sleeper]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n";
 
 async fn state_of(agent: &TestAgent, name: &str) -> WatcherState {
-    match agent.call(Command::Status { name: Some(name.into()) }).await {
+    match agent
+        .call(Command::Status {
+            name: Some(name.into()),
+        })
+        .await
+    {
         Response::Status(list) => list[0].state,
         other => panic!("unexpected status reply {other:?}"),
     }
@@ -18,11 +23,18 @@ async fn state_of(agent: &TestAgent, name: &str) -> WatcherState {
 #[tokio::test]
 async fn spawns_watchers_in_their_own_process_groups() {
     let agent = TestAgent::start("spawn", SLEEPER);
-    wait_for("2 sleepers", DEADLINE, || async { agent.pids("sleeper").await.len() == 2 }).await;
+    wait_for("2 sleepers", DEADLINE, || async {
+        agent.pids("sleeper").await.len() == 2
+    })
+    .await;
     for pid in agent.pids("sleeper").await {
         assert!(pid_alive(pid));
         let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap();
-        assert_eq!(pgid.as_raw() as u32, pid, "each process leads its own group");
+        assert_eq!(
+            pgid.as_raw() as u32,
+            pid,
+            "each process leads its own group"
+        );
     }
     assert_eq!(state_of(&agent, "sleeper").await, WatcherState::Active);
 }
@@ -30,31 +42,66 @@ async fn spawns_watchers_in_their_own_process_groups() {
 #[tokio::test]
 async fn a_crash_is_reaped_once_and_respawned_at_once_in_the_same_slot() {
     let agent = TestAgent::start("crash", SLEEPER);
-    wait_for("2 sleepers", DEADLINE, || async { agent.pids("sleeper").await.len() == 2 }).await;
+    wait_for("2 sleepers", DEADLINE, || async {
+        agent.pids("sleeper").await.len() == 2
+    })
+    .await;
     let mut events = agent.events("event.crash.sleeper.").await;
-    let list = match agent.call(Command::List { name: Some("sleeper".into()) }).await {
+    let list = match agent
+        .call(Command::List {
+            name: Some("sleeper".into()),
+        })
+        .await
+    {
         Response::Processes(list) => list,
         other => panic!("{other:?}"),
     };
     let victim = &list[0];
     let killed_at = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim.pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let reap = events
-        .wait("reap of the victim", DEADLINE, |e| matches!(e.kind, EventKind::Reap { pid, .. } if pid == victim.pid))
+        .wait(
+            "reap of the victim",
+            DEADLINE,
+            |e| matches!(e.kind, EventKind::Reap { pid, .. } if pid == victim.pid),
+        )
         .await;
-    let EventKind::Reap { exit, expected, wid, .. } = reap.kind else { unreachable!() };
+    let EventKind::Reap {
+        exit,
+        expected,
+        wid,
+        ..
+    } = reap.kind
+    else {
+        unreachable!()
+    };
     assert_eq!(exit.signal, Some(9));
     assert!(!expected, "a crash is not an expected exit");
     assert_eq!(wid, victim.wid);
     let spawn = events
-        .wait("respawn", DEADLINE, |e| matches!(e.kind, EventKind::Spawn { .. }))
+        .wait("respawn", DEADLINE, |e| {
+            matches!(e.kind, EventKind::Spawn { .. })
+        })
         .await;
     let respawn_latency = killed_at.elapsed();
-    let EventKind::Spawn { pid: new_pid, wid: new_wid } = spawn.kind else { unreachable!() };
+    let EventKind::Spawn {
+        pid: new_pid,
+        wid: new_wid,
+    } = spawn.kind
+    else {
+        unreachable!()
+    };
     assert_eq!(new_wid, victim.wid, "the replacement takes the same slot");
     assert!(spawn.seq > reap.seq, "sequence numbers increase");
     assert_eq!(spawn.node, "crash");
-    assert!(respawn_latency < Duration::from_secs(2), "respawned after {respawn_latency:?}");
+    assert!(
+        respawn_latency < Duration::from_secs(2),
+        "respawned after {respawn_latency:?}"
+    );
     let pids = agent.pids("sleeper").await;
     assert!(pids.contains(&new_pid) && !pids.contains(&victim.pid));
     let victim_reaps = events
@@ -73,48 +120,116 @@ async fn flapping_stops_the_watcher_retries_then_gives_up() {
     );
     let mut events = agent.events("event.flap.flappy.").await;
     // The first spawn may flap before `start` even replies.
-    let _ = agent.client().call(Command::Start { name: Some("flappy".into()) }).await;
+    let _ = agent
+        .client()
+        .call(Command::Start {
+            name: Some("flappy".into()),
+        })
+        .await;
     let first = events
-        .wait("first flapping event", DEADLINE, |e| matches!(e.kind, EventKind::Flapping { .. }))
+        .wait("first flapping event", DEADLINE, |e| {
+            matches!(e.kind, EventKind::Flapping { .. })
+        })
         .await;
-    assert!(matches!(first.kind, EventKind::Flapping { attempt: 1, retry_in: Some(r) } if (r - 0.3).abs() < 1e-9));
+    assert!(
+        matches!(first.kind, EventKind::Flapping { attempt: 1, retry_in: Some(r) } if (r - 0.3).abs() < 1e-9)
+    );
     let second = events
-        .wait("second flapping event", DEADLINE, |e| matches!(e.kind, EventKind::Flapping { .. }))
+        .wait("second flapping event", DEADLINE, |e| {
+            matches!(e.kind, EventKind::Flapping { .. })
+        })
         .await;
-    assert!(matches!(second.kind, EventKind::Flapping { attempt: 2, retry_in: None }), "{second:?}");
+    assert!(
+        matches!(
+            second.kind,
+            EventKind::Flapping {
+                attempt: 2,
+                retry_in: None
+            }
+        ),
+        "{second:?}"
+    );
     wait_for("the watcher to stay stopped", DEADLINE, || async {
         state_of(&agent, "flappy").await == WatcherState::Stopped
     })
     .await;
-    let Response::Status(status) = agent.call(Command::Status { name: Some("flappy".into()) }).await else {
+    let Response::Status(status) = agent
+        .call(Command::Status {
+            name: Some("flappy".into()),
+        })
+        .await
+    else {
         panic!()
     };
     let error = status[0].last_error.clone().unwrap_or_default();
     assert!(error.contains("gave up"), "{error}");
-    let reaps = events.seen.iter().filter(|e| matches!(e.kind, EventKind::Reap { .. })).count();
-    let spawns = events.seen.iter().filter(|e| matches!(e.kind, EventKind::Spawn { .. })).count();
+    let reaps = events
+        .seen
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Reap { .. }))
+        .count();
+    let spawns = events
+        .seen
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Spawn { .. }))
+        .count();
     assert_eq!(reaps, spawns, "one reap per spawned process");
     // A user start resets the count and tries again.
-    let _ = agent.client().call(Command::Start { name: Some("flappy".into()) }).await;
-    let again = events
-        .wait("flapping after a user start", DEADLINE, |e| matches!(e.kind, EventKind::Flapping { .. }))
+    let _ = agent
+        .client()
+        .call(Command::Start {
+            name: Some("flappy".into()),
+        })
         .await;
-    assert!(matches!(again.kind, EventKind::Flapping { attempt: 1, .. }), "{again:?}");
+    let again = events
+        .wait("flapping after a user start", DEADLINE, |e| {
+            matches!(e.kind, EventKind::Flapping { .. })
+        })
+        .await;
+    assert!(
+        matches!(again.kind, EventKind::Flapping { attempt: 1, .. }),
+        "{again:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_commanded_stop_never_counts_as_flapping() {
-    let agent = TestAgent::start("noflap", "\n[watchers.many]\ncmd = \"sleep 1000\"\nnumprocesses = 4\n");
-    wait_for("4 processes", DEADLINE, || async { agent.pids("many").await.len() == 4 }).await;
+    let agent = TestAgent::start(
+        "noflap",
+        "\n[watchers.many]\ncmd = \"sleep 1000\"\nnumprocesses = 4\n",
+    );
+    wait_for("4 processes", DEADLINE, || async {
+        agent.pids("many").await.len() == 4
+    })
+    .await;
     let mut events = agent.events("event.noflap.many.").await;
     for _ in 0..3 {
-        agent.call(Command::Stop { name: Some("many".into()) }).await;
-        agent.call(Command::Start { name: Some("many".into()) }).await;
+        agent
+            .call(Command::Stop {
+                name: Some("many".into()),
+            })
+            .await;
+        agent
+            .call(Command::Start {
+                name: Some("many".into()),
+            })
+            .await;
     }
-    agent.call(Command::Restart { name: Some("many".into()) }).await;
-    events.wait("the last start", DEADLINE, |e| matches!(e.kind, EventKind::Start {})).await;
+    agent
+        .call(Command::Restart {
+            name: Some("many".into()),
+        })
+        .await;
+    events
+        .wait("the last start", DEADLINE, |e| {
+            matches!(e.kind, EventKind::Start {})
+        })
+        .await;
     assert!(
-        !events.seen.iter().any(|e| matches!(e.kind, EventKind::Flapping { .. })),
+        !events
+            .seen
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Flapping { .. })),
         "stops were taken for flapping"
     );
     assert!(events
@@ -139,13 +254,25 @@ async fn graceful_stop_escalates_to_sigkill_after_the_timeout() {
     let pid = agent.pids("stubborn").await[0];
     let mut events = agent.events("event.graceful.").await;
     let started = Instant::now();
-    let Response::Changes(report) = agent.call(Command::Stop { name: Some("stubborn".into()) }).await else {
+    let Response::Changes(report) = agent
+        .call(Command::Stop {
+            name: Some("stubborn".into()),
+        })
+        .await
+    else {
         panic!()
     };
     let took = started.elapsed();
     assert_eq!(report.stopped, vec![pid]);
-    assert!(took >= Duration::from_millis(500), "stopped after {took:?}, before graceful_timeout");
-    events.wait("reap", DEADLINE, |e| matches!(e.kind, EventKind::Reap { .. })).await;
+    assert!(
+        took >= Duration::from_millis(500),
+        "stopped after {took:?}, before graceful_timeout"
+    );
+    events
+        .wait("reap", DEADLINE, |e| {
+            matches!(e.kind, EventKind::Reap { .. })
+        })
+        .await;
     let kills: Vec<String> = events
         .seen
         .iter()
@@ -155,10 +282,17 @@ async fn graceful_stop_escalates_to_sigkill_after_the_timeout() {
         })
         .collect();
     assert_eq!(kills, vec!["SIGTERM", "SIGKILL"]);
-    assert!(group_members(pid).is_empty(), "the sleep in its group was killed too");
+    assert!(
+        group_members(pid).is_empty(),
+        "the sleep in its group was killed too"
+    );
     // A polite process stops at the first signal.
     let started = Instant::now();
-    agent.call(Command::Stop { name: Some("polite".into()) }).await;
+    agent
+        .call(Command::Stop {
+            name: Some("polite".into()),
+        })
+        .await;
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -174,13 +308,29 @@ async fn a_slow_stop_never_blocks_other_commands() {
     .await;
     let stopping = stop_in_background(agent.control.clone(), "slow");
     // While the slow stop is in progress, status and commands on another watcher answer at once.
-    wait_for("slow to be stopping", DEADLINE, || async { state_of(&agent, "slow").await == WatcherState::Stopping }).await;
+    wait_for("slow to be stopping", DEADLINE, || async {
+        state_of(&agent, "slow").await == WatcherState::Stopping
+    })
+    .await;
     let t = Instant::now();
     agent.call(Command::Status { name: None }).await;
-    agent.call(Command::Incr { name: "fast".into(), nb: 1 }).await;
-    agent.call(Command::Decr { name: "fast".into(), nb: 1 }).await;
+    agent
+        .call(Command::Incr {
+            name: "fast".into(),
+            nb: 1,
+        })
+        .await;
+    agent
+        .call(Command::Decr {
+            name: "fast".into(),
+            nb: 1,
+        })
+        .await;
     let took = t.elapsed();
-    assert!(took < Duration::from_secs(1), "commands waited {took:?} behind a graceful stop");
+    assert!(
+        took < Duration::from_secs(1),
+        "commands waited {took:?} behind a graceful stop"
+    );
     assert_eq!(state_of(&agent, "slow").await, WatcherState::Stopping);
     stopping.join().expect("the stop thread panicked");
     assert_eq!(state_of(&agent, "slow").await, WatcherState::Stopped);
@@ -189,10 +339,18 @@ async fn a_slow_stop_never_blocks_other_commands() {
 /// Runs `stop NAME` on its own thread and runtime, so that the test can go on.
 fn stop_in_background(control: String, name: &'static str) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async move {
             let mut client = ringmaster_protocol::transport::Client::new(control, DEADLINE);
-            client.call(Command::Stop { name: Some(name.into()) }).await.unwrap();
+            client
+                .call(Command::Stop {
+                    name: Some(name.into()),
+                })
+                .await
+                .unwrap();
         });
     })
 }
@@ -200,10 +358,19 @@ fn stop_in_background(control: String, name: &'static str) -> std::thread::JoinH
 #[tokio::test]
 async fn reload_starts_new_processes_before_stopping_old_ones() {
     let agent = TestAgent::start("reload", SLEEPER);
-    wait_for("2 sleepers", DEADLINE, || async { agent.pids("sleeper").await.len() == 2 }).await;
+    wait_for("2 sleepers", DEADLINE, || async {
+        agent.pids("sleeper").await.len() == 2
+    })
+    .await;
     let old = agent.pids("sleeper").await;
     let mut events = agent.events("event.reload.sleeper.").await;
-    let Response::Changes(report) = agent.call(Command::Reload { name: Some("sleeper".into()), sequential: false }).await else {
+    let Response::Changes(report) = agent
+        .call(Command::Reload {
+            name: Some("sleeper".into()),
+            sequential: false,
+        })
+        .await
+    else {
         panic!()
     };
     assert_eq!(report.started.len(), 2);
@@ -212,12 +379,27 @@ async fn reload_starts_new_processes_before_stopping_old_ones() {
     assert_eq!(stopped, old);
     for _ in &old {
         events
-            .wait("reap of an old process", DEADLINE, |e| matches!(e.kind, EventKind::Reap { pid, .. } if old.contains(&pid)))
+            .wait(
+                "reap of an old process",
+                DEADLINE,
+                |e| matches!(e.kind, EventKind::Reap { pid, .. } if old.contains(&pid)),
+            )
             .await;
     }
-    let first_kill = events.seen.iter().position(|e| matches!(e.kind, EventKind::Kill { .. })).unwrap();
-    let last_spawn = events.seen.iter().rposition(|e| matches!(e.kind, EventKind::Spawn { .. })).unwrap();
-    assert!(last_spawn < first_kill, "new processes were started before the old ones were signalled");
+    let first_kill = events
+        .seen
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::Kill { .. }))
+        .unwrap();
+    let last_spawn = events
+        .seen
+        .iter()
+        .rposition(|e| matches!(e.kind, EventKind::Spawn { .. }))
+        .unwrap();
+    assert!(
+        last_spawn < first_kill,
+        "new processes were started before the old ones were signalled"
+    );
     let new = agent.pids("sleeper").await;
     assert_eq!(new.len(), 2);
     assert!(new.iter().all(|p| report.started.contains(p)));
@@ -234,16 +416,28 @@ async fn shutdown_stops_by_reverse_priority_and_leaves_no_process_behind() {
     })
     .await;
     let leader = agent.pids("first").await[0];
-    wait_for("grandchildren", DEADLINE, || async { group_members(leader).len() == 3 }).await;
+    wait_for("grandchildren", DEADLINE, || async {
+        group_members(leader).len() == 3
+    })
+    .await;
     let mut all: Vec<u32> = group_members(leader);
     all.extend(agent.pids("last").await);
     let mut events = agent.events("event.shutdown.").await;
     agent.signal(nix::sys::signal::Signal::SIGTERM);
     let first_stop = events
-        .wait("first stop", DEADLINE, |e| matches!(e.kind, EventKind::Stop {}))
+        .wait("first stop", DEADLINE, |e| {
+            matches!(e.kind, EventKind::Stop {})
+        })
         .await;
-    assert_eq!(first_stop.watcher, "last", "the lowest priority stops first");
-    events.wait("second stop", DEADLINE, |e| matches!(e.kind, EventKind::Stop {}) && e.watcher == "first").await;
+    assert_eq!(
+        first_stop.watcher, "last",
+        "the lowest priority stops first"
+    );
+    events
+        .wait("second stop", DEADLINE, |e| {
+            matches!(e.kind, EventKind::Stop {}) && e.watcher == "first"
+        })
+        .await;
     let status = agent.wait_exit(DEADLINE);
     assert!(status.success(), "agent exited with {status}");
     let left: Vec<u32> = all.into_iter().filter(|p| pid_alive(*p)).collect();
@@ -253,9 +447,14 @@ async fn shutdown_stops_by_reverse_priority_and_leaves_no_process_behind() {
 #[tokio::test]
 async fn quit_stops_everything_and_exits() {
     let mut agent = TestAgent::start("quit", SLEEPER);
-    wait_for("2 sleepers", DEADLINE, || async { agent.pids("sleeper").await.len() == 2 }).await;
+    wait_for("2 sleepers", DEADLINE, || async {
+        agent.pids("sleeper").await.len() == 2
+    })
+    .await;
     let pids = agent.pids("sleeper").await;
-    let Response::Changes(report) = agent.call(Command::Quit {}).await else { panic!() };
+    let Response::Changes(report) = agent.call(Command::Quit {}).await else {
+        panic!()
+    };
     assert_eq!(report.stopped.len(), 2);
     assert!(agent.wait_exit(DEADLINE).success());
     assert!(pids.iter().all(|p| !pid_alive(*p)));

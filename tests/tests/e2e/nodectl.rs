@@ -15,19 +15,37 @@ fn stderr(out: &std::process::Output) -> String {
 #[tokio::test]
 async fn status_incr_and_json_list_from_the_command_line() {
     let agent = TestAgent::start("cli", "\n[watchers.worker]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n\n[watchers.idle]\ncmd = \"sleep 1000\"\nautostart = false\n");
-    wait_for("2 workers", DEADLINE, || async { agent.pids("worker").await.len() == 2 }).await;
+    wait_for("2 workers", DEADLINE, || async {
+        agent.pids("worker").await.len() == 2
+    })
+    .await;
 
     let out = agent.nodectl(&["status"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].starts_with("WATCHER") && lines[0].contains("STATE"), "{text}");
-    assert!(lines[1].starts_with("idle") && lines[1].contains("stopped") && lines[1].contains("0/1"), "{text}");
-    assert!(lines[2].starts_with("worker") && lines[2].contains("active") && lines[2].contains("2/2"), "{text}");
+    assert!(
+        lines[0].starts_with("WATCHER") && lines[0].contains("STATE"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("idle") && lines[1].contains("stopped") && lines[1].contains("0/1"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("worker") && lines[2].contains("active") && lines[2].contains("2/2"),
+        "{text}"
+    );
     // Columns line up.
     let column = lines[0].find("STATE").unwrap();
-    assert!(lines.iter().skip(1).all(|l| l[column..].starts_with(|c: char| c.is_ascii_lowercase())), "{text}");
+    assert!(
+        lines
+            .iter()
+            .skip(1)
+            .all(|l| l[column..].starts_with(|c: char| c.is_ascii_lowercase())),
+        "{text}"
+    );
 
     let out = agent.nodectl(&["incr", "worker", "3"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -38,7 +56,9 @@ async fn status_incr_and_json_list_from_the_command_line() {
     let list: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
     let list = list.as_array().expect("a JSON list");
     assert_eq!(list.len(), 5);
-    assert!(list.iter().all(|p| p["pid"].as_u64().is_some() && p["wid"].as_u64().is_some()));
+    assert!(list
+        .iter()
+        .all(|p| p["pid"].as_u64().is_some() && p["wid"].as_u64().is_some()));
 
     let out = agent.nodectl(&["--json", "status"]);
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
@@ -51,7 +71,11 @@ async fn errors_exit_3_and_say_what_is_wrong() {
     let agent = TestAgent::start("clierr", "\n[watchers.w]\ncmd = \"sleep 1000\"\n");
     let out = agent.nodectl(&["stop", "nope"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("no watcher named 'nope'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no watcher named 'nope'"),
+        "{}",
+        stderr(&out)
+    );
     let out = agent.nodectl(&["decr", "w", "4"]);
     assert_eq!(out.status.code(), Some(3));
     let out = agent.nodectl(&["--json", "get", "w", "nope"]);
@@ -60,7 +84,11 @@ async fn errors_exit_3_and_say_what_is_wrong() {
     assert_eq!(json["error"]["kind"], "not_found");
     let out = agent.nodectl(&["signal", "w", "SIGNOPE"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown signal 'SIGNOPE'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown signal 'SIGNOPE'"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -74,24 +102,43 @@ fn an_unreachable_agent_is_reported_quickly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
-    assert!(text.contains("cannot reach agent") && text.contains(&endpoint), "{text}");
+    assert!(
+        text.contains("cannot reach agent") && text.contains(&endpoint),
+        "{text}"
+    );
     assert!(started.elapsed().as_secs_f64() < 5.0);
 }
 
 #[tokio::test]
 async fn add_set_rm_and_nodeinfo_from_the_command_line() {
     let agent = TestAgent::start("clirw", "labels = { zone = \"eu-1\" }\n");
-    let out = agent.nodectl(&["add", "web", "--start", "-o", "numprocesses=2", "--", "sh", "-c", "sleep 1000"]);
+    let out = agent.nodectl(&[
+        "add",
+        "web",
+        "--start",
+        "-o",
+        "numprocesses=2",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(agent.pids("web").await.len(), 2);
     let out = agent.nodectl(&["set", "web", "graceful_timeout", "2.5", "numprocesses", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = agent.nodectl(&["get", "web", "graceful_timeout", "numprocesses"]);
     let text = stdout(&out);
-    assert!(text.contains("graceful_timeout = 2.5") && text.contains("numprocesses     = 1"), "{text}");
+    assert!(
+        text.contains("graceful_timeout = 2.5") && text.contains("numprocesses     = 1"),
+        "{text}"
+    );
     let out = agent.nodectl(&["nodeinfo"]);
     let text = stdout(&out);
-    assert!(text.contains("clirw") && text.contains("zone=eu-1"), "{text}");
+    assert!(
+        text.contains("clirw") && text.contains("zone=eu-1"),
+        "{text}"
+    );
     let out = agent.nodectl(&["rm", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = agent.nodectl(&["numwatchers"]);
@@ -100,7 +147,10 @@ async fn add_set_rm_and_nodeinfo_from_the_command_line() {
 
 #[test]
 fn help_covers_every_command() {
-    let out = std::process::Command::new(bin_path("nodectl")).arg("--help").output().unwrap();
+    let out = std::process::Command::new(bin_path("nodectl"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = stdout(&out);
     for command in ringmaster_protocol::Command::NAMES {
         assert!(text.contains(command), "--help does not mention {command}");

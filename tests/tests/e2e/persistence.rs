@@ -9,8 +9,16 @@ async fn runtime_changes_survive_a_restart() {
         "persist",
         "\n[watchers.base]\ncmd = \"sleep 1000\"\n\n[watchers.dropped]\ncmd = \"sleep 1000\"\n",
     );
-    wait_for("base running", DEADLINE, || async { agent.pids("base").await.len() == 1 }).await;
-    agent.call(Command::Incr { name: "base".into(), nb: 2 }).await;
+    wait_for("base running", DEADLINE, || async {
+        agent.pids("base").await.len() == 1
+    })
+    .await;
+    agent
+        .call(Command::Incr {
+            name: "base".into(),
+            nb: 2,
+        })
+        .await;
     agent
         .call(Command::Add {
             name: "extra".into(),
@@ -20,7 +28,12 @@ async fn runtime_changes_survive_a_restart() {
             start: true,
         })
         .await;
-    agent.call(Command::Rm { name: "dropped".into(), nostop: false }).await;
+    agent
+        .call(Command::Rm {
+            name: "dropped".into(),
+            nostop: false,
+        })
+        .await;
 
     assert!(agent.stop().success());
     agent.launch();
@@ -28,7 +41,9 @@ async fn runtime_changes_survive_a_restart() {
         agent.pids("base").await.len() == 3 && agent.pids("extra").await.len() == 1
     })
     .await;
-    let Response::Watchers(names) = agent.call(Command::List { name: None }).await else { panic!() };
+    let Response::Watchers(names) = agent.call(Command::List { name: None }).await else {
+        panic!()
+    };
     assert_eq!(names, vec!["base".to_string(), "extra".to_string()]);
 
     // A change in the config file wins over the runtime change it touches.
@@ -41,20 +56,37 @@ async fn runtime_changes_survive_a_restart() {
         agent.pids("base").await.len() == 2 && agent.pids("extra").await.len() == 1
     })
     .await;
-    let Response::Watchers(names) = agent.call(Command::List { name: None }).await else { panic!() };
-    assert_eq!(names, vec!["base".to_string(), "extra".to_string()], "dropped stays removed: the file did not change it");
+    let Response::Watchers(names) = agent.call(Command::List { name: None }).await else {
+        panic!()
+    };
+    assert_eq!(
+        names,
+        vec!["base".to_string(), "extra".to_string()],
+        "dropped stays removed: the file did not change it"
+    );
 }
 
 #[tokio::test]
 async fn a_corrupt_state_file_is_set_aside() {
     let mut agent = TestAgent::start("corrupt", "\n[watchers.w]\ncmd = \"sleep 1000\"\n");
-    agent.call(Command::Incr { name: "w".into(), nb: 1 }).await;
+    agent
+        .call(Command::Incr {
+            name: "w".into(),
+            nb: 1,
+        })
+        .await;
     assert!(agent.stop().success());
     let state = agent.dir().join("state/corrupt.state.json");
     assert!(state.exists());
     std::fs::write(&state, "{ broken").unwrap();
     agent.launch();
-    wait_for("w from the config", DEADLINE, || async { agent.pids("w").await.len() == 1 }).await;
-    assert!(agent.dir().join("state/corrupt.state.json.corrupt").exists());
+    wait_for("w from the config", DEADLINE, || async {
+        agent.pids("w").await.len() == 1
+    })
+    .await;
+    assert!(agent
+        .dir()
+        .join("state/corrupt.state.json.corrupt")
+        .exists());
     assert!(agent.log().contains("not a valid state file"));
 }
