@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONTROL: &str = "tcp://127.0.0.1:5555";
 /// Default publish endpoint (Circus's port, loopback only).
 pub const DEFAULT_PUBSUB: &str = "tcp://127.0.0.1:5556";
+/// Most processes one watcher may have.
+pub const MAX_PROCESSES: u32 = 100_000;
 
 /// A config that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -416,8 +418,8 @@ impl WatcherConfig {
                     .into(),
             );
         }
-        if self.numprocesses > 100_000 {
-            return fail("numprocesses", "is larger than 100000".into());
+        if self.numprocesses > MAX_PROCESSES {
+            return fail("numprocesses", format!("is larger than {MAX_PROCESSES}"));
         }
         Ok(())
     }

@@ -299,6 +299,20 @@ pub fn prepare_bind(endpoint: &str) -> Result<(), TransportError> {
     }
 }
 
+/// Binds `socket` at `endpoint` (removing a stale ipc socket file first) and
+/// returns the bound endpoint, with the real port when port 0 was asked for.
+async fn bind<S: Socket>(socket: &mut S, endpoint: &str) -> Result<String, TransportError> {
+    prepare_bind(endpoint)?;
+    socket
+        .bind(endpoint)
+        .await
+        .map(|bound| bound.to_string())
+        .map_err(|e| TransportError::Bind {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// A request read by the [`ControlServer`], with the envelope to reply to.
 #[derive(Debug)]
 pub struct Incoming {
@@ -328,20 +342,13 @@ pub struct ControlServer {
 impl ControlServer {
     /// Binds `endpoint` (removing a stale ipc socket file first).
     pub async fn bind(endpoint: &str) -> Result<Self, TransportError> {
-        prepare_bind(endpoint)?;
         let mut socket = RouterSocket::new();
-        let bound = socket
-            .bind(endpoint)
-            .await
-            .map_err(|e| TransportError::Bind {
-                endpoint: endpoint.to_string(),
-                reason: e.to_string(),
-            })?;
+        let bound = bind(&mut socket, endpoint).await?;
         let (send, recv) = socket.split();
         Ok(ControlServer {
             recv,
             send,
-            endpoint: bound.to_string(),
+            endpoint: bound,
         })
     }
 
@@ -407,18 +414,11 @@ pub struct Publisher {
 impl Publisher {
     /// Binds `endpoint` (removing a stale ipc socket file first).
     pub async fn bind(endpoint: &str) -> Result<Self, TransportError> {
-        prepare_bind(endpoint)?;
         let mut socket = PubSocket::new();
-        let bound = socket
-            .bind(endpoint)
-            .await
-            .map_err(|e| TransportError::Bind {
-                endpoint: endpoint.to_string(),
-                reason: e.to_string(),
-            })?;
+        let bound = bind(&mut socket, endpoint).await?;
         Ok(Publisher {
             socket,
-            endpoint: bound.to_string(),
+            endpoint: bound,
         })
     }
 

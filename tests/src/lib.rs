@@ -291,6 +291,17 @@ impl TestAgent {
             .unwrap_or_else(|e| panic!("cannot run nodectl: {e}"))
     }
 
+    /// Waits until watcher `name` has exactly `n` processes; returns their pids.
+    pub async fn wait_pids(&self, name: &str, n: usize) -> Vec<u32> {
+        wait_for(
+            &format!("{n} process(es) of watcher '{name}'"),
+            DEADLINE,
+            || async { self.pids(name).await.len() == n },
+        )
+        .await;
+        self.pids(name).await
+    }
+
     /// Pids of watcher `name`, by `list`.
     pub async fn pids(&self, name: &str) -> Vec<u32> {
         match self

@@ -19,10 +19,7 @@ fn changes(response: Response) -> ringmaster_protocol::message::ChangeReport {
 #[tokio::test]
 async fn incr_and_decr_scale_and_report_pids() {
     let agent = TestAgent::start("scale", "\n[watchers.w]\ncmd = \"sleep 1000\"\n");
-    wait_for("1 process", DEADLINE, || async {
-        agent.pids("w").await.len() == 1
-    })
-    .await;
+    agent.wait_pids("w", 1).await;
     let first = agent.pids("w").await;
     let report = changes(
         agent
@@ -145,10 +142,7 @@ async fn signal_reaches_one_process_or_all() {
         "signal",
         "\n[watchers.w]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n",
     );
-    wait_for("2 processes", DEADLINE, || async {
-        agent.pids("w").await.len() == 2
-    })
-    .await;
+    agent.wait_pids("w", 2).await;
     let pids = agent.pids("w").await;
     let mut events = agent.events("event.signal.w.").await;
     agent
@@ -187,10 +181,7 @@ async fn nodeinfo_describes_the_node() {
         "info",
         "labels = { zone = \"eu-1\", disk = \"ssd\" }\n[watchers.w]\ncmd = \"sleep 1000\"\nnumprocesses = 3\n",
     );
-    wait_for("3 processes", DEADLINE, || async {
-        agent.pids("w").await.len() == 3
-    })
-    .await;
+    agent.wait_pids("w", 3).await;
     let Response::NodeInfo(info) = agent.call(Command::NodeInfo {}).await else {
         panic!()
     };
@@ -277,10 +268,7 @@ async fn reloadconfig_touches_only_what_changed() {
 #[tokio::test]
 async fn sighup_reloads_the_config() {
     let agent = TestAgent::start("hup", "\n[watchers.a]\ncmd = \"sleep 1000\"\n");
-    wait_for("a running", DEADLINE, || async {
-        agent.pids("a").await.len() == 1
-    })
-    .await;
+    agent.wait_pids("a", 1).await;
     agent.rewrite_config(
         "\n[watchers.a]\ncmd = \"sleep 1000\"\n\n[watchers.b]\ncmd = \"sleep 1000\"\n",
     );
@@ -294,10 +282,7 @@ async fn sighup_reloads_the_config() {
 #[tokio::test]
 async fn no_wait_replies_before_the_action_is_done() {
     let agent = TestAgent::start("nowait", "\n[watchers.w]\ncmd = \"sleep 1000\"\n");
-    wait_for("w running", DEADLINE, || async {
-        agent.pids("w").await.len() == 1
-    })
-    .await;
+    agent.wait_pids("w", 1).await;
     let mut client = agent.client();
     let report = changes(
         client
@@ -312,10 +297,7 @@ async fn no_wait_replies_before_the_action_is_done() {
             .unwrap(),
     );
     assert!(!report.done);
-    wait_for("3 processes", DEADLINE, || async {
-        agent.pids("w").await.len() == 3
-    })
-    .await;
+    agent.wait_pids("w", 3).await;
 }
 
 /// zmq.rs deadlocks on a multi-thread runtime when clients connect and disconnect
@@ -458,10 +440,7 @@ async fn a_missing_program_in_the_config_is_reported_not_fatal() {
         "missing",
         "\n[watchers.ghost]\ncmd = \"/no/such/binary\"\n\n[watchers.ok]\ncmd = \"sleep 1000\"\n",
     );
-    wait_for("ok running", DEADLINE, || async {
-        agent.pids("ok").await.len() == 1
-    })
-    .await;
+    agent.wait_pids("ok", 1).await;
     let Response::Status(status) = agent
         .call(Command::Status {
             name: Some("ghost".into()),

@@ -23,10 +23,7 @@ async fn state_of(agent: &TestAgent, name: &str) -> WatcherState {
 #[tokio::test]
 async fn spawns_watchers_in_their_own_process_groups() {
     let agent = TestAgent::start("spawn", SLEEPER);
-    wait_for("2 sleepers", DEADLINE, || async {
-        agent.pids("sleeper").await.len() == 2
-    })
-    .await;
+    agent.wait_pids("sleeper", 2).await;
     for pid in agent.pids("sleeper").await {
         assert!(pid_alive(pid));
         let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap();
@@ -42,10 +39,7 @@ async fn spawns_watchers_in_their_own_process_groups() {
 #[tokio::test]
 async fn a_crash_is_reaped_once_and_respawned_at_once_in_the_same_slot() {
     let agent = TestAgent::start("crash", SLEEPER);
-    wait_for("2 sleepers", DEADLINE, || async {
-        agent.pids("sleeper").await.len() == 2
-    })
-    .await;
+    agent.wait_pids("sleeper", 2).await;
     let mut events = agent.events("event.crash.sleeper.").await;
     let list = match agent
         .call(Command::List {
@@ -198,10 +192,7 @@ async fn a_commanded_stop_never_counts_as_flapping() {
         "noflap",
         "\n[watchers.many]\ncmd = \"sleep 1000\"\nnumprocesses = 4\n",
     );
-    wait_for("4 processes", DEADLINE, || async {
-        agent.pids("many").await.len() == 4
-    })
-    .await;
+    agent.wait_pids("many", 4).await;
     let mut events = agent.events("event.noflap.many.").await;
     for _ in 0..3 {
         agent
@@ -358,10 +349,7 @@ fn stop_in_background(control: String, name: &'static str) -> std::thread::JoinH
 #[tokio::test]
 async fn reload_starts_new_processes_before_stopping_old_ones() {
     let agent = TestAgent::start("reload", SLEEPER);
-    wait_for("2 sleepers", DEADLINE, || async {
-        agent.pids("sleeper").await.len() == 2
-    })
-    .await;
+    agent.wait_pids("sleeper", 2).await;
     let old = agent.pids("sleeper").await;
     let mut events = agent.events("event.reload.sleeper.").await;
     let Response::Changes(report) = agent
@@ -447,10 +435,7 @@ async fn shutdown_stops_by_reverse_priority_and_leaves_no_process_behind() {
 #[tokio::test]
 async fn quit_stops_everything_and_exits() {
     let mut agent = TestAgent::start("quit", SLEEPER);
-    wait_for("2 sleepers", DEADLINE, || async {
-        agent.pids("sleeper").await.len() == 2
-    })
-    .await;
+    agent.wait_pids("sleeper", 2).await;
     let pids = agent.pids("sleeper").await;
     let Response::Changes(report) = agent.call(Command::Quit {}).await else {
         panic!()
@@ -458,4 +443,48 @@ async fn quit_stops_everything_and_exits() {
     assert_eq!(report.stopped.len(), 2);
     assert!(agent.wait_exit(DEADLINE).success());
     assert!(pids.iter().all(|p| !pid_alive(*p)));
+}
+
+#[tokio::test]
+async fn repeated_crashes_of_a_slot_back_off_exponentially() {
+    let agent = TestAgent::start(
+        "backoff",
+        "\n[watchers.crashy]\ncmd = \"sh -c 'exit 3'\"\ncheck_flapping = false\nbackoff_initial = 0.1\nautostart = false\n",
+    );
+    let mut events = agent.events("event.backoff.crashy.spawn").await;
+    let _ = agent
+        .client()
+        .call(Command::Start {
+            name: Some("crashy".into()),
+        })
+        .await;
+    let mut spawned_at = Vec::new();
+    for _ in 0..6 {
+        events
+            .wait("a respawn", DEADLINE, |e| {
+                matches!(e.kind, EventKind::Spawn { .. })
+            })
+            .await;
+        spawned_at.push(Instant::now());
+    }
+    let gaps: Vec<Duration> = spawned_at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Delays: 0, then 0.1, 0.2, 0.4, 0.8 s, each less up to 20% jitter.
+    assert!(
+        gaps[0] < Duration::from_millis(90),
+        "first respawn is immediate: {gaps:?}"
+    );
+    for (gap, nominal) in gaps[1..].iter().zip([0.1, 0.2, 0.4, 0.8]) {
+        let low = Duration::from_secs_f64(nominal * 0.8 - 0.005);
+        let high = Duration::from_secs_f64(nominal + 0.5);
+        assert!(
+            *gap >= low && *gap < high,
+            "gap {gap:?} for a nominal {nominal}s backoff: {gaps:?}"
+        );
+    }
+    let _ = agent
+        .client()
+        .call(Command::Stop {
+            name: Some("crashy".into()),
+        })
+        .await;
 }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use ringmaster_tests::{bin_path, wait_for, TestAgent, DEADLINE};
+use ringmaster_tests::{bin_path, TestAgent};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -15,10 +15,7 @@ fn stderr(out: &std::process::Output) -> String {
 #[tokio::test]
 async fn status_incr_and_json_list_from_the_command_line() {
     let agent = TestAgent::start("cli", "\n[watchers.worker]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n\n[watchers.idle]\ncmd = \"sleep 1000\"\nautostart = false\n");
-    wait_for("2 workers", DEADLINE, || async {
-        agent.pids("worker").await.len() == 2
-    })
-    .await;
+    agent.wait_pids("worker", 2).await;
 
     let out = agent.nodectl(&["status"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -139,6 +136,8 @@ async fn add_set_rm_and_nodeinfo_from_the_command_line() {
         text.contains("clirw") && text.contains("zone=eu-1"),
         "{text}"
     );
+    let out = agent.nodectl(&["globaloptions", "node"]);
+    assert_eq!(stdout(&out).trim(), "node = clirw");
     let out = agent.nodectl(&["rm", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = agent.nodectl(&["numwatchers"]);

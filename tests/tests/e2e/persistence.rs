@@ -9,10 +9,7 @@ async fn runtime_changes_survive_a_restart() {
         "persist",
         "\n[watchers.base]\ncmd = \"sleep 1000\"\n\n[watchers.dropped]\ncmd = \"sleep 1000\"\n",
     );
-    wait_for("base running", DEADLINE, || async {
-        agent.pids("base").await.len() == 1
-    })
-    .await;
+    agent.wait_pids("base", 1).await;
     agent
         .call(Command::Incr {
             name: "base".into(),
@@ -80,10 +77,7 @@ async fn a_corrupt_state_file_is_set_aside() {
     assert!(state.exists());
     std::fs::write(&state, "{ broken").unwrap();
     agent.launch();
-    wait_for("w from the config", DEADLINE, || async {
-        agent.pids("w").await.len() == 1
-    })
-    .await;
+    agent.wait_pids("w", 1).await;
     assert!(agent
         .dir()
         .join("state/corrupt.state.json.corrupt")
