@@ -14,7 +14,7 @@ if "$bin/nodectl" --timeout 1 numwatchers >/dev/null 2>&1; then
     exit 1
 fi
 
-"$bin/nodeagent" --config examples/agent.toml 2>>examples/logs/agent.log &
+"$bin/nodeagent" --config examples/agent.toml </dev/null >>examples/logs/agent.log 2>&1 &
 agent=$!
 for _ in $(seq 100); do
     "$bin/nodectl" --timeout 1 numwatchers >/dev/null 2>&1 && break
@@ -29,4 +29,6 @@ run --json list worker
 run nodeinfo
 echo
 echo "nodeagent (pid $agent) keeps running; its log is examples/logs/agent.log."
+echo "Runtime changes such as the incr above are kept in examples/state/ and come back"
+echo "when the agent restarts; delete that directory to start from the config alone."
 echo "Try: $bin/nodectl --help   Stop it: $bin/nodectl quit"
