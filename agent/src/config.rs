@@ -107,6 +107,9 @@ pub struct AgentSection {
     /// Allow binding non-loopback TCP addresses without keys.
     #[serde(default)]
     pub insecure: bool,
+    /// Seconds between two statistics samples (0: no statistics).
+    #[serde(default = "one_f")]
+    pub stats_interval: f64,
 }
 
 impl Default for AgentSection {
@@ -119,6 +122,7 @@ impl Default for AgentSection {
             labels: BTreeMap::new(),
             warmup_delay: 0.0,
             insecure: false,
+            stats_interval: 1.0,
         }
     }
 }
@@ -497,6 +501,8 @@ pub struct AgentSettings {
     pub warmup_delay: f64,
     /// Non-loopback binds allowed without keys.
     pub insecure: bool,
+    /// Seconds between two statistics samples (0: off).
+    pub stats_interval: f64,
 }
 
 /// A loaded, checked config.
@@ -579,6 +585,18 @@ impl Config {
                 ConfigError::key("warmup_delay", "must be a number of seconds >= 0"),
             ));
         }
+        if !agent.stats_interval.is_finite()
+            || (agent.stats_interval != 0.0 && !(0.05..=3600.0).contains(&agent.stats_interval))
+        {
+            return Err(at(
+                &["agent"],
+                Some("stats_interval"),
+                ConfigError::key(
+                    "stats_interval",
+                    "must be 0 (off) or a number of seconds from 0.05 to 3600",
+                ),
+            ));
+        }
         let state_dir = match agent.state_dir {
             Some(dir) if dir.is_relative() => base.join(dir),
             Some(dir) => dir,
@@ -611,6 +629,7 @@ impl Config {
                 labels: agent.labels,
                 warmup_delay: agent.warmup_delay,
                 insecure: agent.insecure,
+                stats_interval: agent.stats_interval,
             },
             watchers,
         })

@@ -16,6 +16,7 @@ pub mod nodeinfo;
 pub mod persist;
 pub mod policy;
 pub mod spawn;
+pub mod stats;
 pub mod supervisor;
 
 use std::rc::Rc;
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::stats::Sampler;
 use crate::supervisor::{Agent, Outgoing};
 
 /// Messages waiting to be published; beyond this, new ones are dropped and counted.
@@ -60,6 +62,7 @@ async fn run_local(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot open the publish endpoint (set [agent] pubsub)")?;
     let (events, queue) = mpsc::channel(PUBLISH_QUEUE);
+    let stats_interval = config.agent.stats_interval;
     let agent = Agent::new(
         config,
         server.endpoint().to_string(),
@@ -75,6 +78,9 @@ async fn run_local(config: Config) -> anyhow::Result<()> {
     );
     tokio::task::spawn_local(publish(publisher, queue));
     tokio::task::spawn_local(serve(Rc::clone(&agent), server));
+    if stats_interval > 0.0 {
+        tokio::task::spawn_local(sample_stats(Rc::clone(&agent), stats_interval));
+    }
 
     let starter = {
         let agent = Rc::clone(&agent);
@@ -195,5 +201,35 @@ async fn answer(agent: &Rc<Agent>, codec: &Codec, body: &[u8]) -> Reply {
         v: PROTOCOL_VERSION,
         id,
         result,
+    }
+}
+
+/// Samples the supervised processes every `interval` seconds and publishes the
+/// result. The sampling itself runs on a blocking thread: a slow `/proc` never
+/// delays a respawn or a command.
+async fn sample_stats(agent: Rc<Agent>, interval: f64) {
+    let mut sampler = Some(Sampler::default());
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(mut current) = sampler.take() else {
+            return;
+        };
+        let (watchers, targets) = agent.stats_targets();
+        let work = tokio::task::spawn_blocking(move || {
+            let sample = current.sample(&watchers, &targets, interval);
+            (current, sample)
+        });
+        match work.await {
+            Ok((back, sample)) => {
+                sampler = Some(back);
+                agent.publish_stats(sample);
+            }
+            Err(e) => {
+                error!("statistics sampling failed, statistics stop: {e}");
+                return;
+            }
+        }
     }
 }

@@ -94,6 +94,7 @@ fn print_config(config: &Config) {
     println!("state_dir = {:?}", agent.state_dir.display().to_string());
     println!("warmup_delay = {}", agent.warmup_delay);
     println!("insecure = {}", agent.insecure);
+    println!("stats_interval = {}", agent.stats_interval);
     if !agent.labels.is_empty() {
         let labels: Vec<String> = agent
             .labels

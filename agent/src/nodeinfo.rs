@@ -60,7 +60,8 @@ impl HostProbe {
     }
 }
 
-fn count_processes() -> u32 {
+/// Processes on the host (entries of `/proc`).
+pub(crate) fn count_processes() -> u32 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };

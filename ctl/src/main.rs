@@ -4,6 +4,7 @@
 //! scripts. Exit codes: 0 success; 1 the agent could not be reached or did not
 //! answer in time; 2 bad usage; 3 the agent answered with an error (as circusctl).
 
+mod listen;
 mod output;
 
 use std::process::ExitCode;
@@ -182,11 +183,36 @@ enum Sub {
     Quit,
     /// Node name, labels, version, uptime, CPUs, memory, load, process count.
     Nodeinfo,
+    /// CPU, memory, threads and age of every process (the latest sample).
+    Stats {
+        /// Only this watcher's processes.
+        name: Option<String>,
+    },
+    /// The agent's own CPU and memory use.
+    Dstats,
+    /// Print events and statistics as they are published, until interrupted.
+    ///
+    /// Asks the agent where it publishes, then subscribes. Prefixes filter by
+    /// topic: `event.` (all events), `stat.NODE.WATCHER`, `event.NODE.web.reap`...
+    Listen {
+        /// Topic prefixes (default: everything).
+        prefixes: Vec<String>,
+        /// Stop after this many messages.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    if let Sub::Listen { prefixes, count } = &cli.command {
+        let timeout = cli
+            .timeout
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map_or(QUERY_TIMEOUT, Duration::from_secs_f64);
+        return listen::run(&cli.endpoint, timeout, prefixes, *count, json);
+    }
     let (command, default_timeout) = match to_command(cli.command) {
         Ok(pair) => pair,
         Err(message) => {
@@ -323,6 +349,9 @@ fn to_command(sub: Sub) -> Result<(Command, Duration), String> {
         Sub::Reloadconfig => action(Command::ReloadConfig {}),
         Sub::Quit => action(Command::Quit {}),
         Sub::Nodeinfo => query(Command::NodeInfo {}),
+        Sub::Stats { name } => query(Command::Stats { name }),
+        Sub::Dstats => query(Command::DStats {}),
+        Sub::Listen { .. } => Err("listen is not a request".into()),
     }
 }
 

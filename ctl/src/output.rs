@@ -2,7 +2,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ringmaster_protocol::message::{ChangeReport, NodeInfo, ProcessInfo, WatcherStatus};
+use ringmaster_protocol::message::{
+    ChangeReport, NodeInfo, ProcessInfo, StatsReport, WatcherStatus,
+};
+use ringmaster_protocol::stats::ProcessStats;
 use ringmaster_protocol::{Command, OptionMap, OptionValue, Response};
 use serde::Serialize;
 
@@ -24,6 +27,8 @@ pub fn print(command: &Command, response: &Response, json: bool) {
         Response::Count(n) => println!("{n}"),
         Response::Options(options) => print_options(options),
         Response::NodeInfo(info) => print_node_info(info),
+        Response::Stats(report) => print_stats(report),
+        Response::DStats(own) => print_own_stats(own),
         other => println!("{other:?}"),
     }
 }
@@ -45,6 +50,8 @@ fn json_of(response: &Response) -> serde_json::Value {
         Response::Count(n) => serde_json::to_value(n),
         Response::Options(options) => serde_json::to_value(options),
         Response::NodeInfo(info) => serde_json::to_value(info),
+        Response::Stats(report) => serde_json::to_value(report),
+        Response::DStats(own) => serde_json::to_value(own),
         other => serde_json::to_value(other),
     };
     value.unwrap_or(serde_json::Value::Null)
@@ -206,6 +213,66 @@ fn print_node_info(info: &NodeInfo) {
     ];
     for (key, value) in rows {
         println!("{key:<14}  {value}");
+    }
+}
+
+fn print_stats(report: &StatsReport) {
+    if report.time == 0.0 {
+        println!("no statistics yet (stats_interval = 0 turns them off)");
+        return;
+    }
+    let mut processes: Vec<&ProcessStats> = report.processes.iter().collect();
+    processes.sort_by(|a, b| a.watcher.cmp(&b.watcher).then(a.wid.cmp(&b.wid)));
+    let rows: Vec<Vec<String>> = processes
+        .iter()
+        .map(|p| {
+            vec![
+                p.watcher.clone(),
+                p.pid.to_string(),
+                p.wid.to_string(),
+                format!("{:.1}", p.cpu),
+                human_bytes(p.rss),
+                format!("{:.1}", p.mem),
+                p.threads.to_string(),
+                human_duration(p.age),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WATCHER", "PID", "WID", "CPU%", "RSS", "MEM%", "THREADS", "AGE",
+        ],
+        &rows,
+    );
+    println!();
+    let rows: Vec<Vec<String>> = report
+        .watchers
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.processes.to_string(),
+                format!("{:.1}", w.cpu),
+                human_bytes(w.rss),
+                format!("{:.1}", w.mem),
+            ]
+        })
+        .collect();
+    table(&["WATCHER", "PROCESSES", "CPU%", "RSS", "MEM%"], &rows);
+}
+
+fn print_own_stats(own: &ProcessStats) {
+    let rows = [
+        ("pid", own.pid.to_string()),
+        ("cpu", format!("{:.1}%", own.cpu)),
+        ("rss", human_bytes(own.rss)),
+        ("mem", format!("{:.2}%", own.mem)),
+        ("threads", own.threads.to_string()),
+        ("uptime", human_duration(own.age)),
+        ("cpu time", format!("{:.2}s", own.cpu_time)),
+    ];
+    for (key, value) in rows {
+        println!("{key:<8}  {value}");
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`message`]: typed requests ([`Request`], [`Command`]) and replies ([`Reply`],
 //!   [`Response`], [`ErrorReply`]);
 //! - [`event`]: what an agent publishes ([`Event`]) and the topics it publishes under;
+//! - [`stats`]: the live statistics it publishes ([`stats::Stat`]);
 //! - [`codec`]: the one place where frames are encoded and decoded, with the protocol
 //!   version and the maximum frame size (sealing with keys will live there too);
 //! - [`names`]: the rules for node and watcher names, which appear in topics;
@@ -21,6 +22,7 @@ pub mod codec;
 pub mod event;
 pub mod message;
 pub mod names;
+pub mod stats;
 #[cfg(feature = "transport")]
 pub mod transport;
 

@@ -349,6 +349,13 @@ pub enum Command {
     Quit {},
     /// Node name, labels, version, uptime and load: what placement needs.
     NodeInfo {},
+    /// The latest statistics of every watcher's processes, or of one watcher's.
+    Stats {
+        /// The watcher; all when absent.
+        name: Option<String>,
+    },
+    /// The agent's own resource use.
+    DStats {},
 }
 
 impl Command {
@@ -375,6 +382,8 @@ impl Command {
             Command::ReloadConfig {} => "reloadconfig",
             Command::Quit {} => "quit",
             Command::NodeInfo {} => "nodeinfo",
+            Command::Stats { .. } => "stats",
+            Command::DStats {} => "dstats",
         }
     }
 
@@ -400,6 +409,8 @@ impl Command {
         "reloadconfig",
         "quit",
         "nodeinfo",
+        "stats",
+        "dstats",
     ];
 }
 
@@ -505,6 +516,22 @@ pub enum Response {
     Options(OptionMap),
     /// `nodeinfo`.
     NodeInfo(NodeInfo),
+    /// `stats`: the latest sample.
+    Stats(StatsReport),
+    /// `dstats`: the agent's own process.
+    DStats(crate::stats::ProcessStats),
+}
+
+/// The latest statistics sample of some watchers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// When the sample was taken, seconds since the Unix epoch (0: no sample yet,
+    /// or statistics are off).
+    pub time: f64,
+    /// Totals per watcher.
+    pub watchers: Vec<crate::stats::WatcherStats>,
+    /// Every process of those watchers.
+    pub processes: Vec<crate::stats::ProcessStats>,
 }
 
 /// State of a watcher.

@@ -441,6 +441,15 @@ impl Publisher {
     }
 }
 
+/// A message from a publish endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Published {
+    /// `event.*`
+    Event(Event),
+    /// `stat.*`
+    Stat(crate::stats::Stat),
+}
+
 /// A subscriber of one or more publish endpoints.
 pub struct Subscriber {
     socket: SubSocket,
@@ -498,12 +507,27 @@ impl Subscriber {
         }
     }
 
+    /// The next message, decoded: an event or statistics. Messages of other kinds
+    /// are skipped; a body that does not decode is an error naming its topic.
+    pub async fn recv_published(&mut self) -> Result<Published, TransportError> {
+        loop {
+            let (topic, body) = self.recv().await?;
+            let kind = topic.split('.').next().unwrap_or_default();
+            let decoded = match kind {
+                crate::event::EVENT_PREFIX => self.codec.decode(&body).map(Published::Event),
+                crate::stats::STAT_PREFIX => self.codec.decode(&body).map(Published::Stat),
+                _ => continue,
+            };
+            return decoded.map_err(|e| TransportError::Codec(format!("{topic}: {e}")));
+        }
+    }
+
     /// The next message, decoded as an [`Event`] (messages of other kinds are
     /// skipped).
     pub async fn recv_event(&mut self) -> Result<Event, TransportError> {
         loop {
             let (topic, body) = self.recv().await?;
-            if !topic.starts_with(crate::event::EVENT_PREFIX) {
+            if topic.split('.').next() != Some(crate::event::EVENT_PREFIX) {
                 continue;
             }
             return Ok(self.codec.decode(&body)?);

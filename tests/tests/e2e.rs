@@ -10,4 +10,5 @@ mod e2e {
     mod lifecycle;
     mod nodectl;
     mod persistence;
+    mod stats;
 }

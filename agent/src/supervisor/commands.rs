@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use ringmaster_protocol::message::{
-    ChangeReport, NodeInfo, ProcessInfo, WatcherState, WatcherStatus,
+    ChangeReport, NodeInfo, ProcessInfo, StatsReport, WatcherState, WatcherStatus,
 };
 use ringmaster_protocol::{
     names, Command, ErrorKind, ErrorReply, EventKind, OptionMap, OptionValue, Response, Signal,
@@ -30,6 +30,8 @@ impl Agent {
                 | Command::NumProcesses { .. }
                 | Command::NumWatchers {}
                 | Command::NodeInfo {}
+                | Command::Stats { .. }
+                | Command::DStats {}
         )
     }
 
@@ -117,6 +119,13 @@ impl Agent {
                 Ok(Response::Changes(report))
             }
             Command::NodeInfo {} => Ok(Response::NodeInfo(self.node_info())),
+            Command::Stats { name } => self.stats(name.as_deref()).map(Response::Stats),
+            Command::DStats {} => self.latest_stats.borrow().own.clone().map(Response::DStats).ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorKind::NotFound,
+                    "no statistics yet: they are off (stats_interval = 0) or the first sample is not taken",
+                )
+            }),
             other => Err(ErrorReply::new(
                 ErrorKind::UnknownCommand,
                 format!("command '{}' is not supported by this agent", other.name()),
@@ -194,6 +203,29 @@ impl Agent {
                 .ok_or_else(|| not_found(name)),
             None => Ok(state.watchers.iter().map(|(n, w)| line(n, w)).collect()),
         }
+    }
+
+    fn stats(&self, name: Option<&str>) -> CmdResult<StatsReport> {
+        if let Some(name) = name {
+            self.with_watcher(name, |_| ())?;
+        }
+        let latest = self.latest_stats.borrow();
+        let wanted = |watcher: &str| name.is_none_or(|n| n == watcher);
+        Ok(StatsReport {
+            time: latest.time,
+            watchers: latest
+                .watchers
+                .iter()
+                .filter(|w| wanted(&w.name))
+                .cloned()
+                .collect(),
+            processes: latest
+                .processes
+                .iter()
+                .filter(|p| wanted(&p.watcher))
+                .cloned()
+                .collect(),
+        })
     }
 
     fn list(&self, name: &str) -> CmdResult<Vec<ProcessInfo>> {

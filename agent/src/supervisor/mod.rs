@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ringmaster_protocol::message::{ChangeReport, WatcherState};
+use ringmaster_protocol::stats::{Stat, StatKind};
 use ringmaster_protocol::{Codec, ErrorKind, ErrorReply, Event, EventKind, ExitInfo, Signal};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::{debug, error, info, warn};
@@ -30,6 +31,7 @@ use crate::nodeinfo::HostProbe;
 use crate::persist::{plan, Change, StateFile, StateStore, STATE_VERSION};
 use crate::policy::{RestartTracker, Verdict};
 use crate::spawn::{self, SpawnError, SpawnVars};
+use crate::stats::{Sample, Target};
 
 mod commands;
 
@@ -121,6 +123,7 @@ pub struct Agent {
     shutting_down: Cell<bool>,
     quit: Notify,
     host: RefCell<HostProbe>,
+    latest_stats: RefCell<Sample>,
 }
 
 fn now_secs(at: SystemTime) -> f64 {
@@ -222,6 +225,7 @@ impl Agent {
             shutting_down: Cell::new(false),
             quit: Notify::new(),
             host: RefCell::new(HostProbe::default()),
+            latest_stats: RefCell::new(Sample::default()),
         })
     }
 
@@ -235,25 +239,80 @@ impl Agent {
         self.quit.notified().await;
     }
 
-    fn emit(&self, watcher: &str, kind: EventKind) {
+    fn next_seq(&self) -> u64 {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
-        let event = Event {
-            node: self.node(),
-            seq,
-            time: now_secs(SystemTime::now()),
-            watcher: watcher.to_string(),
-            kind,
-        };
-        let topic = event.topic();
-        match self.codec.encode(&event) {
+        seq
+    }
+
+    /// Queues one message for the publisher; never waits (a full queue drops and
+    /// counts it).
+    fn publish<T: serde::Serialize>(&self, topic: String, body: &T) {
+        match self.codec.encode(body) {
             Ok(body) => {
                 if self.events.try_send((topic, body)).is_err() {
                     self.dropped.set(self.dropped.get() + 1);
                 }
             }
-            Err(e) => error!("cannot encode event: {e}"),
+            Err(e) => error!("cannot encode {topic}: {e}"),
         }
+    }
+
+    fn emit(&self, watcher: &str, kind: EventKind) {
+        let event = Event {
+            node: self.node(),
+            seq: self.next_seq(),
+            time: now_secs(SystemTime::now()),
+            watcher: watcher.to_string(),
+            kind,
+        };
+        self.publish(event.topic(), &event);
+    }
+
+    /// What the next statistics sample should cover: every watcher, and every
+    /// live process with its age.
+    pub fn stats_targets(&self) -> (Vec<String>, Vec<Target>) {
+        let state = self.state.borrow();
+        let watchers = state.watchers.keys().cloned().collect();
+        let targets = state
+            .watchers
+            .iter()
+            .flat_map(|(name, w)| {
+                w.procs.iter().map(move |(pid, p)| Target {
+                    watcher: name.clone(),
+                    pid: *pid,
+                    wid: p.wid,
+                    age: p.since.elapsed().as_secs_f64(),
+                })
+            })
+            .collect();
+        (watchers, targets)
+    }
+
+    /// Publishes a sample (`stat.<node>.<watcher>.<pid>`, `stat.<node>.<watcher>`,
+    /// `stat.<node>`) and keeps it for `stats` and `dstats`.
+    pub fn publish_stats(&self, sample: Sample) {
+        let node = self.node();
+        let time = sample.time;
+        let stat = |kind: StatKind| {
+            let message = Stat {
+                node: node.clone(),
+                seq: self.next_seq(),
+                time,
+                kind,
+            };
+            self.publish(message.topic(), &message);
+        };
+        for process in &sample.processes {
+            stat(StatKind::Process(process.clone()));
+        }
+        for watcher in &sample.watchers {
+            stat(StatKind::Watcher(watcher.clone()));
+        }
+        if let Some(host) = &sample.host {
+            stat(StatKind::Host(host.clone()));
+        }
+        *self.latest_stats.borrow_mut() = sample;
     }
 
     fn with_watcher<R>(&self, name: &str, f: impl FnOnce(&mut Watcher) -> R) -> CmdResult<R> {

@@ -1,0 +1,158 @@
+//! `nodectl listen`: print what an agent publishes, as it arrives.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ringmaster_protocol::stats::{Stat, StatKind};
+use ringmaster_protocol::transport::{Client, Published, Subscriber};
+use ringmaster_protocol::{Command, Event, EventKind, Response};
+
+use crate::output::{human_bytes, human_duration};
+
+/// Subscribes to the agent at `endpoint` and prints messages until interrupted (or
+/// `count` messages).
+pub fn run(
+    endpoint: &str,
+    timeout: Duration,
+    prefixes: &[String],
+    count: Option<u64>,
+    json: bool,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("nodectl: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut client = Client::new(endpoint, timeout);
+        let pubsub = match client.call(Command::NodeInfo {}).await {
+            Ok(Response::NodeInfo(info)) => info.pubsub,
+            Ok(other) => {
+                eprintln!("nodectl: unexpected answer to nodeinfo: {other:?}");
+                return ExitCode::from(3);
+            }
+            Err(e) => {
+                eprintln!("nodectl: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let prefixes: Vec<&str> = if prefixes.is_empty() {
+            vec![""]
+        } else {
+            prefixes.iter().map(String::as_str).collect()
+        };
+        let mut subscriber = match Subscriber::connect(&pubsub, &prefixes, timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("nodectl: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut seen = 0u64;
+        loop {
+            let message = tokio::select! {
+                m = subscriber.recv_published() => m,
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            };
+            match message {
+                Ok(message) => {
+                    let line = if json {
+                        json_line(&message)
+                    } else {
+                        human_line(&message)
+                    };
+                    let mut out = std::io::stdout().lock();
+                    // A closed pipe (`| head`) ends the listener quietly.
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                        return ExitCode::SUCCESS;
+                    }
+                }
+                Err(e) => eprintln!("nodectl: {e}"),
+            }
+            seen += 1;
+            if count.is_some_and(|n| seen >= n) {
+                return ExitCode::SUCCESS;
+            }
+        }
+    })
+}
+
+fn json_line(message: &Published) -> String {
+    let value = match message {
+        Published::Event(e) => serde_json::json!({ "topic": e.topic(), "event": e }),
+        Published::Stat(s) => serde_json::json!({ "topic": s.topic(), "stat": s }),
+    };
+    value.to_string()
+}
+
+/// One readable line per message: the topic, then the details.
+pub fn human_line(message: &Published) -> String {
+    match message {
+        Published::Event(e) => format!("{} {}", e.topic(), event_details(e)),
+        Published::Stat(s) => format!("{} {}", s.topic(), stat_details(s)),
+    }
+}
+
+fn event_details(event: &Event) -> String {
+    match &event.kind {
+        EventKind::Spawn { pid, wid } => format!("pid={pid} wid={wid}"),
+        EventKind::SpawnFailed { error } => format!("error={error:?}"),
+        EventKind::Reap {
+            pid,
+            wid,
+            exit,
+            expected,
+            uptime,
+        } => format!(
+            "pid={pid} wid={wid} {exit} {} after {}",
+            if *expected { "(asked)" } else { "(unexpected)" },
+            human_duration(*uptime)
+        ),
+        EventKind::Kill { pid, signal, group } => {
+            format!(
+                "pid={pid} signal={signal}{}",
+                if *group { " group" } else { "" }
+            )
+        }
+        EventKind::Updated { keys } => format!("keys={}", keys.join(",")),
+        EventKind::Flapping { attempt, retry_in } => match retry_in {
+            Some(r) => format!("attempt={attempt} retry_in={r}s"),
+            None => format!("attempt={attempt} gave up"),
+        },
+        _ => String::new(),
+    }
+}
+
+fn stat_details(stat: &Stat) -> String {
+    match &stat.kind {
+        StatKind::Host(h) => format!(
+            "cpu={:.1}% load={:.2} mem={}/{} processes={}",
+            h.cpu,
+            h.load[0],
+            human_bytes(h.memory_used),
+            human_bytes(h.memory_total),
+            h.processes
+        ),
+        StatKind::Watcher(w) => format!(
+            "processes={} cpu={:.1}% rss={}",
+            w.processes,
+            w.cpu,
+            human_bytes(w.rss)
+        ),
+        StatKind::Process(p) => format!(
+            "wid={} cpu={:.1}% rss={} threads={} age={}",
+            p.wid,
+            p.cpu,
+            human_bytes(p.rss),
+            p.threads,
+            human_duration(p.age)
+        ),
+        _ => String::new(),
+    }
+}
