@@ -18,7 +18,10 @@
 //!    agent supervises the 1000 processes (targets: p50 ≤ 150 µs, p99 ≤ 500 µs);
 //! 4. wall time of one `nodectl status` run (target: median ≤ 20 ms);
 //! 5. the agent's resident memory, idle and with 1000 processes (target: ≤ 12 MiB
-//!    with 1000).
+//!    with 1000);
+//! 6. what live statistics cost: the agent's CPU averaged over 30 s and its memory
+//!    with 1000 processes sampled every second (targets: ≤ 3% of a core, ≤ 30 MB),
+//!    against the same agent with statistics off.
 //!
 //! `--quick` scales the counts down for a smoke run. The exit code is 0 when every
 //! phase ran, whether or not the targets were met (this is a report), and 1 when a
@@ -167,6 +170,9 @@ fn run(scale: Scale) -> Result<Report> {
         if let Err(e) = crash_phase(scale, &mut report).await {
             report.fail("crash-to-respawn phase", &e);
         }
+        if let Err(e) = stats_phase(scale, &mut report).await {
+            report.fail("statistics cost phase", &e);
+        }
     });
     Ok(report)
 }
@@ -220,6 +226,10 @@ fn print_header(scale: Scale, agent_bin: &std::path::Path) {
     );
     println!(
         "          5. agent resident memory, idle and with {} processes",
+        scale.spawns
+    );
+    println!(
+        "          6. agent CPU and memory with {} processes, stats every 1 s vs off",
         scale.spawns
     );
     println!("machine:  {cpus} CPUs ({model}), Linux {kernel}");
@@ -769,6 +779,124 @@ async fn status(client: &mut Client) -> Result<()> {
         .await
         .with_context(|| format!("status request to {}", client.endpoint()))?;
     Ok(())
+}
+
+// ----- phase 6: what statistics cost ---------------------------------------------
+
+/// Target for the agent's CPU with statistics on, in % of one core.
+const STATS_CPU_TARGET: f64 = 3.0;
+/// Target for the agent's resident memory with statistics on, in bytes (30 MB).
+const STATS_RSS_TARGET: u64 = 30_000_000;
+
+/// CPU and memory of an idle agent supervising N processes.
+struct AgentCost {
+    /// CPU over the window, in % of one core.
+    cpu: f64,
+    /// Resident memory at the end of the window.
+    rss: u64,
+}
+
+/// The agent's own CPU and memory with N processes, statistics every second
+/// against statistics off, each averaged over 30 s (5 s with --quick).
+async fn stats_phase(scale: Scale, report: &mut Report) -> Result<()> {
+    let window = if scale.quick {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(30)
+    };
+    let n = scale.spawns;
+    let on = agent_cost(n, 1.0, window).await?;
+    let off = agent_cost(n, 0.0, window).await?;
+    let secs = window.as_secs();
+    report.check(
+        &format!("agent CPU, stats every 1 s, {n} processes, {secs} s"),
+        format!("{:.2}%", on.cpu),
+        &format!("≤ {STATS_CPU_TARGET}% of a core"),
+        on.cpu <= STATS_CPU_TARGET,
+    );
+    report.row(
+        format!("agent CPU, stats off, {n} processes, {secs} s"),
+        format!("{:.2}%", off.cpu),
+    );
+    report.row(
+        "agent CPU, stats on / off",
+        if off.cpu > 0.0 {
+            format!("{:.1}x", on.cpu / off.cpu)
+        } else {
+            "n/a (off used no CPU tick)".into()
+        },
+    );
+    report.check(
+        &format!("agent RSS, stats on, {n} processes"),
+        format_mib(on.rss),
+        "≤ 30 MB",
+        on.rss <= STATS_RSS_TARGET,
+    );
+    report.row(
+        format!("agent RSS, stats off, {n} processes"),
+        format_mib(off.rss),
+    );
+    Ok(())
+}
+
+async fn agent_cost(n: u32, interval: f64, window: Duration) -> Result<AgentCost> {
+    let node = if interval > 0.0 {
+        "bench-stats-on"
+    } else {
+        "bench-stats-off"
+    };
+    progress(&format!(
+        "stats: agent '{node}' with {n} processes, stats_interval = {interval}, for {} s",
+        window.as_secs()
+    ));
+    let body = format!(
+        "stats_interval = {interval}\n{}",
+        sleep_watcher(SLEEP_WATCHER, n)
+    );
+    let mut agent = TestAgent::start(node, &body);
+    let mut client = Client::new(agent.control.clone(), SPAWN_TIMEOUT);
+    let running = wait_running(&mut client, SLEEP_WATCHER, n as usize).await?;
+    // Let the start-up burst settle before the window opens (a measurement
+    // window, not a wait for a condition).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = agent.pid();
+    let before = cpu_seconds(pid)?;
+    let opened = Instant::now();
+    tokio::time::sleep(window).await;
+    let used = cpu_seconds(pid)? - before;
+    let cpu = used / opened.elapsed().as_secs_f64() * 100.0;
+    let rss = Rss::of(pid)?.total;
+    stop_agent(&mut agent)?;
+    drop(agent);
+    let pids: Vec<u32> = running.iter().map(|(pid, _)| *pid).collect();
+    let leftovers = kill_leftovers(&pids);
+    if leftovers > 0 {
+        bail!("{leftovers} processes outlived agent '{node}'");
+    }
+    Ok(AgentCost { cpu, rss })
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // Field N of stat(5) is at index N - 3 after the command name.
+    let ticks = |n: usize| -> Result<f64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("unexpected {path}"))
+    };
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as f64;
+    Ok((ticks(14)? + ticks(15)?) / per_second)
 }
 
 /// Resident memory of a process, in bytes.
