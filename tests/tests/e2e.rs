@@ -9,6 +9,7 @@ mod e2e {
     mod commands;
     mod lifecycle;
     mod nodectl;
+    mod nodetop;
     mod persistence;
     mod stats;
 }
