@@ -9,6 +9,7 @@ use ringmaster_protocol::transport::{Client, Published, Subscriber};
 use ringmaster_protocol::{Command, Event, EventKind, Response};
 
 use crate::output::{human_bytes, human_duration};
+use crate::runtime;
 
 /// Subscribes to the agent at `endpoint` and prints messages until interrupted (or
 /// `count` messages).
@@ -19,15 +20,8 @@ pub fn run(
     count: Option<u64>,
     json: bool,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("nodectl: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async {
         let mut client = Client::new(endpoint, timeout);

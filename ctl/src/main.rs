@@ -224,15 +224,8 @@ fn main() -> ExitCode {
         .timeout
         .filter(|t| t.is_finite() && *t > 0.0)
         .map_or(default_timeout, Duration::from_secs_f64);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("nodectl: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let mut client = Client::new(cli.endpoint, timeout);
     let result = runtime.block_on(client.call_with(command.clone(), cli.no_wait));
@@ -258,6 +251,21 @@ fn main() -> ExitCode {
                 eprintln!("nodectl: {error}");
             }
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The single-threaded runtime every zmq.rs socket must run on; None (after
+/// saying why) when it cannot be built.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("nodectl: cannot start the runtime: {e}");
+            None
         }
     }
 }

@@ -59,7 +59,7 @@ where
             "timed out after {:.1}s waiting for {what}",
             timeout.as_secs_f64()
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
     }
 }
 
@@ -72,7 +72,7 @@ pub fn wait_for_blocking(what: &str, timeout: Duration, mut check: impl FnMut() 
             "timed out after {:.1}s waiting for {what}",
             timeout.as_secs_f64()
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10)); // poll interval
     }
 }
 
@@ -204,7 +204,7 @@ impl TestAgent {
                 "nodeagent did not open {control} within {DEADLINE:?}:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5)); // poll interval
         }
     }
 
@@ -244,7 +244,7 @@ impl TestAgent {
                 "nodeagent did not exit within {timeout:?}:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5)); // poll interval
         }
     }
 
@@ -326,7 +326,7 @@ impl Drop for TestAgent {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(5)); // poll interval // poll interval
             }
             let _ = child.kill();
             let _ = child.wait();
