@@ -125,10 +125,13 @@ pub fn prepare(config: &WatcherConfig, vars: &SpawnVars<'_>) -> Result<Prepared,
     } else {
         BTreeMap::new()
     };
-    let base_env = env.clone();
-    for (key, value) in &config.env {
-        env.insert(key.clone(), expand(value, vars, &base_env));
-    }
+    // `env` values expand against the environment as it was before them.
+    let expanded: Vec<(String, String)> = config
+        .env
+        .iter()
+        .map(|(key, value)| (key.clone(), expand(value, vars, &env)))
+        .collect();
+    env.extend(expanded);
 
     let mut words =
         shlex::split(&config.cmd).ok_or_else(|| SpawnError::BadCommandLine(config.cmd.clone()))?;

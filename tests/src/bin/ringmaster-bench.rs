@@ -632,7 +632,7 @@ fn stop_agent(agent: &mut TestAgent) -> Result<Duration> {
         if started.elapsed() > STOP_TIMEOUT {
             bail!("the agent did not exit within {STOP_TIMEOUT:?} of SIGTERM");
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(2)); // poll interval
     }
     Ok(started.elapsed())
 }
@@ -723,7 +723,7 @@ async fn wait_running(client: &mut Client, watcher: &str, n: usize) -> Result<Ve
                 running.len()
             );
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
     }
 }
 
@@ -862,7 +862,7 @@ async fn agent_cost(n: u32, interval: f64, window: Duration) -> Result<AgentCost
     let pid = agent.pid();
     let before = cpu_seconds(pid)?;
     let opened = Instant::now();
-    tokio::time::sleep(window).await;
+    tokio::time::sleep(window).await; // the measurement window itself
     let used = cpu_seconds(pid)? - before;
     let cpu = used / opened.elapsed().as_secs_f64() * 100.0;
     let rss = Rss::of(pid)?.total;

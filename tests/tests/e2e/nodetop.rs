@@ -79,7 +79,7 @@ impl Tmux {
                 Instant::now() < deadline,
                 "timed out after {DEADLINE:?} waiting for {what}; the screen:\n{screen}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50)); // poll interval
         }
     }
 }
