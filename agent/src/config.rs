@@ -110,6 +110,11 @@ pub struct AgentSection {
     /// Seconds between two statistics samples (0: no statistics).
     #[serde(default = "one_f")]
     pub stats_interval: f64,
+    /// Allow the `exec` command, which runs any shell command line (`/bin/sh -c`)
+    /// as the agent's user on behalf of whoever can reach the control endpoint.
+    /// Off by default: `exec` is then refused with a `forbidden` error.
+    #[serde(default)]
+    pub allow_exec: bool,
 }
 
 impl Default for AgentSection {
@@ -123,6 +128,7 @@ impl Default for AgentSection {
             warmup_delay: 0.0,
             insecure: false,
             stats_interval: 1.0,
+            allow_exec: false,
         }
     }
 }
@@ -503,6 +509,8 @@ pub struct AgentSettings {
     pub insecure: bool,
     /// Seconds between two statistics samples (0: off).
     pub stats_interval: f64,
+    /// The `exec` command is allowed.
+    pub allow_exec: bool,
 }
 
 /// A loaded, checked config.
@@ -630,6 +638,7 @@ impl Config {
                 warmup_delay: agent.warmup_delay,
                 insecure: agent.insecure,
                 stats_interval: agent.stats_interval,
+                allow_exec: agent.allow_exec,
             },
             watchers,
         })

@@ -12,6 +12,7 @@
 //! publishes.
 
 pub mod config;
+pub mod exec;
 pub mod nodeinfo;
 pub mod persist;
 pub mod policy;

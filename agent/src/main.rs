@@ -95,6 +95,7 @@ fn print_config(config: &Config) {
     println!("warmup_delay = {}", agent.warmup_delay);
     println!("insecure = {}", agent.insecure);
     println!("stats_interval = {}", agent.stats_interval);
+    println!("allow_exec = {}", agent.allow_exec);
     if !agent.labels.is_empty() {
         let labels: Vec<String> = agent
             .labels

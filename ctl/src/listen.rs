@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ringmaster_protocol::stats::{Stat, StatKind};
-use ringmaster_protocol::transport::{Client, Published, Subscriber};
+use ringmaster_protocol::transport::{Client, Published, Subscriber, TransportError};
 use ringmaster_protocol::{Command, Event, EventKind, Response};
+use tokio::sync::mpsc;
 
 use crate::output::{human_bytes, human_duration};
 use crate::runtime;
@@ -36,45 +37,127 @@ pub fn run(
                 return ExitCode::from(1);
             }
         };
-        let prefixes: Vec<&str> = if prefixes.is_empty() {
-            vec![""]
-        } else {
-            prefixes.iter().map(String::as_str).collect()
-        };
-        let mut subscriber = match Subscriber::connect(&pubsub, &prefixes, timeout).await {
+        let filter = topic_filter(prefixes);
+        let subscriber = match Subscriber::connect(&pubsub, &filter, timeout).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("nodectl: {e}");
                 return ExitCode::from(1);
             }
         };
-        let mut seen = 0u64;
-        loop {
-            let message = tokio::select! {
-                m = subscriber.recv_published() => m,
-                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
-            };
-            match message {
-                Ok(message) => {
-                    let line = if json {
-                        json_line(&message)
-                    } else {
-                        human_line(&message)
-                    };
-                    let mut out = std::io::stdout().lock();
-                    // A closed pipe (`| head`) ends the listener quietly.
-                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                        return ExitCode::SUCCESS;
-                    }
-                }
-                Err(e) => eprintln!("nodectl: {e}"),
-            }
-            seen += 1;
-            if count.is_some_and(|n| seen >= n) {
-                return ExitCode::SUCCESS;
-            }
-        }
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(forward(subscriber, tx));
+        print_until(rx, count, json).await
     })
+}
+
+/// Subscribes to the publish endpoint of every node in `nodes` (name, endpoint) and
+/// prints what any of them publishes. A node that cannot be reached is reported and
+/// retried in the background; the others are followed meanwhile.
+pub fn run_pool(
+    nodes: Vec<(String, String)>,
+    timeout: Duration,
+    prefixes: &[String],
+    count: Option<u64>,
+    json: bool,
+) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async {
+        let (tx, rx) = mpsc::channel(4096);
+        for (node, endpoint) in nodes {
+            let filter: Vec<String> = topic_filter(prefixes)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut warned = false;
+                // Retry delay between connection attempts to a node that is down.
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let refs: Vec<&str> = filter.iter().map(String::as_str).collect();
+                    match Subscriber::connect(&endpoint, &refs, timeout).await {
+                        Ok(subscriber) => {
+                            if warned {
+                                eprintln!("nodectl: {node}: connected");
+                            }
+                            warned = false;
+                            backoff = Duration::from_millis(200);
+                            if !forward(subscriber, tx.clone()).await {
+                                return;
+                            }
+                        }
+                        Err(e) if !warned => {
+                            eprintln!("nodectl: {node}: {e}; retrying in the background");
+                            warned = true;
+                        }
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            });
+        }
+        drop(tx);
+        print_until(rx, count, json).await
+    })
+}
+
+fn topic_filter(prefixes: &[String]) -> Vec<&str> {
+    if prefixes.is_empty() {
+        vec![""]
+    } else {
+        prefixes.iter().map(String::as_str).collect()
+    }
+}
+
+/// Passes decoded messages on until the subscriber fails (then true: reconnect) or
+/// the printer is gone (false).
+async fn forward(mut subscriber: Subscriber, tx: mpsc::Sender<Published>) -> bool {
+    loop {
+        match subscriber.recv_published().await {
+            Ok(message) => {
+                if tx.send(message).await.is_err() {
+                    return false;
+                }
+            }
+            Err(TransportError::Codec(e)) => eprintln!("nodectl: {e}"),
+            Err(_) => return true,
+        }
+    }
+}
+
+async fn print_until(
+    mut rx: mpsc::Receiver<Published>,
+    count: Option<u64>,
+    json: bool,
+) -> ExitCode {
+    let mut seen = 0u64;
+    loop {
+        let message = tokio::select! {
+            m = rx.recv() => m,
+            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+        };
+        let Some(message) = message else {
+            return ExitCode::SUCCESS;
+        };
+        let line = if json {
+            json_line(&message)
+        } else {
+            human_line(&message)
+        };
+        let mut out = std::io::stdout().lock();
+        // A closed pipe (`| head`) ends the listener quietly.
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return ExitCode::SUCCESS;
+        }
+        seen += 1;
+        if count.is_some_and(|n| seen >= n) {
+            return ExitCode::SUCCESS;
+        }
+    }
 }
 
 fn json_line(message: &Published) -> String {

@@ -1,24 +1,33 @@
 //! `nodectl`: drive a Ringmaster agent from the command line.
 //!
 //! One sub-command per agent command, aligned tables for people and `--json` for
-//! scripts. Exit codes: 0 success; 1 the agent could not be reached or did not
-//! answer in time; 2 bad usage; 3 the agent answered with an error (as circusctl).
+//! scripts, against one agent (`--endpoint`) or the nodes of a pool (`--pool`,
+//! `--node`, `--where`; see [`pool`]). Exit codes: 0 success; 1 the agent could not
+//! be reached or did not answer in time; 2 bad usage; 3 the agent answered with an
+//! error (as circusctl); 4 some nodes of a pool succeeded and others failed.
 
 mod listen;
 mod output;
+mod pool;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ringmaster_meta::Strategy;
 use ringmaster_protocol::transport::{Client, ClientError};
 use ringmaster_protocol::{Command, OptionMap, OptionValue, Signal};
 
-/// Control a Ringmaster node agent.
+/// Control Ringmaster node agents: one, or every node of a pool.
 ///
-/// Sends one command to the agent at --endpoint and prints its answer. Commands that
+/// Sends one command to the agent at --endpoint and prints its answer; with --pool
+/// (or --node), sends it to every targeted node of the pool at once and prints one
+/// table with a NODE column, naming each node that failed and why. Commands that
 /// change processes reply when their action is done (a graceful stop can take up to
 /// the watcher's graceful_timeout); --no-wait returns at once.
+///
+/// The pools file is --pools FILE, else $RINGMASTER_POOLS, else
+/// ~/.config/ringmaster/pools.toml, else /etc/ringmaster/pools.toml.
 #[derive(Debug, Parser)]
 #[command(name = "nodectl", version, about, long_about, after_help = EXIT_CODES)]
 struct Cli {
@@ -32,8 +41,33 @@ struct Cli {
     )]
     endpoint: String,
 
+    /// Run the command on every node of this pool (see --node, --where).
+    #[arg(
+        long,
+        short = 'p',
+        global = true,
+        env = "RINGMASTER_POOL",
+        value_name = "POOL"
+    )]
+    pool: Option<String>,
+
+    /// Only these nodes of the pool (comma-separated or repeated). Without --pool,
+    /// the pool that has them.
+    #[arg(long, global = true, value_name = "NODE", value_delimiter = ',')]
+    node: Vec<String>,
+
+    /// Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all
+    /// must hold).
+    #[arg(long = "where", global = true, value_name = "LABEL=VALUE")]
+    filters: Vec<String>,
+
+    /// The pools file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pools: Option<std::path::PathBuf>,
+
     /// Seconds to wait for the answer [default: 5 for queries, 120 for commands
-    /// that start or stop processes].
+    /// that start or stop processes; on a pool, the pool's timeout to reach each
+    /// node].
     #[arg(long, global = true, value_name = "SECONDS")]
     timeout: Option<f64>,
 
@@ -51,7 +85,42 @@ struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 agent unreachable or no answer in time, \
-2 bad usage, 3 the agent answered with an error.";
+2 bad usage, 3 the agent answered with an error, 4 on a pool: some nodes succeeded and \
+others failed (each is named on stderr).\n\n\
+Examples:\n  nodectl status\n  nodectl --pool prod status\n  \
+nodectl --pool prod --where zone=eu-1 restart web --batch 1\n  \
+nodectl --pool prod add worker -n 6 --strategy spread:zone --start --cmd 'python3 worker.py'\n  \
+nodectl --pool prod exec -- 'uptime; echo {{node}} {{label.zone}}'";
+
+/// `--batch` and `--settle` of restart/reload on a pool.
+#[derive(Debug, Clone, clap::Args)]
+struct RollingArgs {
+    /// On a pool: N nodes at a time; the next batch starts only once the previous
+    /// one runs again, and the first failing batch stops the rollout.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
+    /// With --batch: seconds a batch must keep running, with the same pids, before
+    /// the next one starts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    settle: f64,
+}
+
+/// `--strategy` and `--dry-run` of add/incr on a pool.
+#[derive(Debug, Clone, clap::Args)]
+struct PlaceArgs {
+    /// On a pool: how to choose nodes: least-loaded, round-robin,
+    /// fewest-processes or spread:LABEL.
+    #[arg(long, value_name = "STRATEGY", value_parser = parse_strategy)]
+    strategy: Option<Strategy>,
+    /// On a pool: show where processes would go, and why, without changing
+    /// anything.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    text.parse()
+}
 
 #[derive(Debug, Subcommand)]
 enum Sub {
@@ -79,6 +148,8 @@ enum Sub {
     Restart {
         /// The watcher.
         name: Option<String>,
+        #[command(flatten)]
+        rolling: RollingArgs,
     },
     /// Graceful reload: start new processes, then stop the old ones.
     Reload {
@@ -87,14 +158,21 @@ enum Sub {
         /// Replace one process at a time.
         #[arg(long)]
         sequential: bool,
+        #[command(flatten)]
+        rolling: RollingArgs,
     },
     /// Add processes to a watcher.
+    ///
+    /// On a pool: adds NB on every node that has the watcher; with --strategy (or
+    /// --dry-run), places NB processes in all on the nodes the strategy chooses.
     Incr {
         /// The watcher.
         name: String,
         /// How many.
         #[arg(default_value_t = 1)]
         nb: u32,
+        #[command(flatten)]
+        place: PlaceArgs,
     },
     /// Remove processes from a watcher (the oldest first).
     Decr {
@@ -105,15 +183,28 @@ enum Sub {
         nb: u32,
     },
     /// Add a watcher at run time (kept across agent restarts).
+    ///
+    /// On a pool: places -n processes in all with a strategy (--strategy, else the
+    /// pool's placement, else least-loaded) or on --node; adds the watcher where it
+    /// is missing and adds processes where it exists. --dry-run shows the plan.
     #[command(
-        after_help = "Example: nodectl add web --start -o numprocesses=3 -- python3 -m http.server"
+        after_help = "Examples:\n  nodectl add web --start -n 3 -- python3 -m http.server\n  \
+nodectl --pool prod add worker --start -n 6 --strategy spread:zone --cmd 'python3 worker.py'"
     )]
     Add {
         /// Name of the new watcher.
         name: String,
         /// Program and arguments.
-        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+        #[arg(required_unless_present = "cmd_line", num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
+        /// The command line as one string (instead of trailing arguments).
+        #[arg(long = "cmd", value_name = "COMMAND LINE", conflicts_with = "cmd")]
+        cmd_line: Option<String>,
+        /// Number of processes (on a pool: in all, spread by the strategy).
+        #[arg(short = 'n', long, value_name = "N")]
+        numprocesses: Option<u32>,
+        #[command(flatten)]
+        place: PlaceArgs,
         /// Start it at once.
         #[arg(long)]
         start: bool,
@@ -190,6 +281,20 @@ enum Sub {
     },
     /// The agent's own CPU and memory use.
     Dstats,
+    /// On a pool: each node's reachability, version, labels, load, memory,
+    /// processes and round-trip time.
+    Nodes,
+    /// Run a shell command line on the node (`/bin/sh -c`); needs `allow_exec =
+    /// true` in the agent's config. Exits with the command's exit code.
+    #[command(after_help = "Example: nodectl exec --exec-timeout 10 -- df -h /")]
+    Exec {
+        /// Seconds the command may run before its process group is killed.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        exec_timeout: f64,
+        /// The command line (words are joined with spaces for the shell).
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
     /// Print events and statistics as they are published, until interrupted.
     ///
     /// Asks the agent where it publishes, then subscribes. Prefixes filter by
@@ -205,6 +310,9 @@ enum Sub {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(target) = pool_target(&cli) {
+        return run_pool(target, cli);
+    }
     let json = cli.json;
     if let Sub::Listen { prefixes, count } = &cli.command {
         let timeout = cli
@@ -232,7 +340,7 @@ fn main() -> ExitCode {
     match result {
         Ok(response) => {
             output::print(&command, &response, json);
-            ExitCode::SUCCESS
+            output::exit_code(&response)
         }
         Err(ClientError::Remote(error)) => {
             if json {
@@ -281,34 +389,42 @@ fn to_command(sub: Sub) -> Result<(Command, Duration), String> {
         Sub::List { name } => query(Command::List { name }),
         Sub::Start { name } => action(Command::Start { name }),
         Sub::Stop { name } => action(Command::Stop { name }),
-        Sub::Restart { name } => action(Command::Restart { name }),
-        Sub::Reload { name, sequential } => action(Command::Reload { name, sequential }),
-        Sub::Incr { name, nb } => action(Command::Incr { name, nb }),
+        Sub::Restart { name, rolling } => {
+            single_node_only(rolling.batch.is_some(), "--batch")?;
+            action(Command::Restart { name })
+        }
+        Sub::Reload {
+            name,
+            sequential,
+            rolling,
+        } => {
+            single_node_only(rolling.batch.is_some(), "--batch")?;
+            action(Command::Reload { name, sequential })
+        }
+        Sub::Incr { name, nb, place } => {
+            single_node_only(place.strategy.is_some(), "--strategy")?;
+            single_node_only(place.dry_run, "--dry-run")?;
+            action(Command::Incr { name, nb })
+        }
         Sub::Decr { name, nb } => action(Command::Decr { name, nb }),
         Sub::Add {
             name,
             cmd,
+            cmd_line,
+            numprocesses,
+            place,
             start,
             options,
         } => {
-            let mut map = OptionMap::new();
-            for pair in options {
-                let (key, value) = pair
-                    .split_once('=')
-                    .ok_or_else(|| format!("option '{pair}' is not KEY=VALUE"))?;
-                map.insert(key.trim().to_string(), parse_value(value));
-            }
-            let line = cmd
-                .iter()
-                .map(|w| shlex_quote(w))
-                .collect::<Vec<_>>()
-                .join(" ");
+            single_node_only(place.strategy.is_some(), "--strategy")?;
+            single_node_only(place.dry_run, "--dry-run")?;
+            let spec = add_spec(cmd, cmd_line, numprocesses, start, options)?;
             action(Command::Add {
                 name,
-                cmd: line,
+                cmd: spec.cmd,
                 args: Vec::new(),
-                options: map,
-                start,
+                options: spec.options,
+                start: spec.start,
             })
         }
         Sub::Rm { name, nostop } => action(Command::Rm { name, nostop }),
@@ -359,8 +475,174 @@ fn to_command(sub: Sub) -> Result<(Command, Duration), String> {
         Sub::Nodeinfo => query(Command::NodeInfo {}),
         Sub::Stats { name } => query(Command::Stats { name }),
         Sub::Dstats => query(Command::DStats {}),
+        Sub::Exec { exec_timeout, cmd } => {
+            // The answer comes when the command is done: wait a little longer.
+            let wait =
+                Duration::try_from_secs_f64(exec_timeout.max(0.0) + 5.0).unwrap_or(ACTION_TIMEOUT);
+            Ok((
+                Command::Exec {
+                    cmd: cmd.join(" "),
+                    timeout: exec_timeout,
+                },
+                wait,
+            ))
+        }
+        Sub::Nodes => Err("nodes lists the nodes of a pool: give --pool NAME".into()),
         Sub::Listen { .. } => Err("listen is not a request".into()),
     }
+}
+
+fn single_node_only(given: bool, flag: &str) -> Result<(), String> {
+    if given {
+        Err(format!("{flag} applies to a pool: give --pool NAME"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The watcher `add` creates: its command line (trailing words, quoted, or
+/// --cmd), its options, and -n as numprocesses.
+fn add_spec(
+    words: Vec<String>,
+    line: Option<String>,
+    numprocesses: Option<u32>,
+    start: bool,
+    options: Vec<String>,
+) -> Result<pool::AddSpec, String> {
+    let mut map = OptionMap::new();
+    for pair in options {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("option '{pair}' is not KEY=VALUE"))?;
+        map.insert(key.trim().to_string(), parse_value(value));
+    }
+    if let Some(n) = numprocesses {
+        map.insert("numprocesses".into(), OptionValue::Int(i64::from(n)));
+    }
+    let cmd = match line {
+        Some(line) => line,
+        None => words
+            .iter()
+            .map(|w| shlex_quote(w))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    Ok(pool::AddSpec {
+        cmd,
+        options: map,
+        start,
+    })
+}
+
+/// Whether the command line targets a pool rather than one endpoint.
+fn pool_target(cli: &Cli) -> Option<pool::Target> {
+    if cli.pool.is_none() && cli.node.is_empty() && cli.filters.is_empty() {
+        return None;
+    }
+    Some(pool::Target {
+        pools_file: cli.pools.clone(),
+        pool: cli.pool.clone(),
+        nodes: cli.node.clone(),
+        filters: cli.filters.clone(),
+    })
+}
+
+/// Runs the command line on a pool.
+fn run_pool(target: pool::Target, cli: Cli) -> ExitCode {
+    let flags = pool::Flags {
+        json: cli.json,
+        no_wait: cli.no_wait,
+        timeout: cli
+            .timeout
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(Duration::from_secs_f64),
+    };
+    let job = match cli.command {
+        Sub::Listen { prefixes, count } => {
+            let nodes = match pool::resolve(&target) {
+                Ok((_, nodes)) => nodes,
+                Err(message) => {
+                    eprintln!("nodectl: {message}");
+                    return ExitCode::from(2);
+                }
+            };
+            let endpoints = nodes.into_iter().map(|n| (n.name, n.pubsub)).collect();
+            let timeout = flags.timeout.unwrap_or(QUERY_TIMEOUT);
+            return listen::run_pool(endpoints, timeout, &prefixes, count, cli.json);
+        }
+        Sub::Nodes => pool::Job::Nodes,
+        Sub::Stats { name } => pool::Job::Stats { name },
+        Sub::Exec { exec_timeout, cmd } => pool::Job::Exec {
+            template: cmd.join(" "),
+            timeout: exec_timeout,
+        },
+        Sub::Restart {
+            name,
+            rolling:
+                RollingArgs {
+                    batch: Some(batch),
+                    settle,
+                },
+        } => pool::Job::Rolling {
+            command: Command::Restart { name },
+            batch: batch as usize,
+            settle: Duration::try_from_secs_f64(settle).unwrap_or_default(),
+        },
+        Sub::Reload {
+            name,
+            sequential,
+            rolling:
+                RollingArgs {
+                    batch: Some(batch),
+                    settle,
+                },
+        } => pool::Job::Rolling {
+            command: Command::Reload { name, sequential },
+            batch: batch as usize,
+            settle: Duration::try_from_secs_f64(settle).unwrap_or_default(),
+        },
+        Sub::Incr { name, nb, place } if place.strategy.is_some() || place.dry_run => {
+            pool::Job::Place {
+                watcher: name,
+                count: nb,
+                strategy: place.strategy,
+                add: None,
+                dry_run: place.dry_run,
+            }
+        }
+        Sub::Add {
+            name,
+            cmd,
+            cmd_line,
+            numprocesses,
+            place,
+            start,
+            options,
+        } => match add_spec(cmd, cmd_line, None, start, options) {
+            Ok(spec) => pool::Job::Place {
+                watcher: name,
+                count: numprocesses.unwrap_or(1),
+                strategy: place.strategy,
+                add: Some(spec),
+                dry_run: place.dry_run,
+            },
+            Err(message) => {
+                eprintln!("nodectl: {message}");
+                return ExitCode::from(2);
+            }
+        },
+        other => match to_command(other) {
+            Ok((command, timeout)) => pool::Job::Command {
+                command,
+                long: timeout >= ACTION_TIMEOUT,
+            },
+            Err(message) => {
+                eprintln!("nodectl: {message}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    pool::run(&target, job, flags)
 }
 
 /// A command-line value as an option value: JSON lists and tables, numbers,

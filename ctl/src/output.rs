@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ringmaster_protocol::message::{
-    ChangeReport, NodeInfo, ProcessInfo, StatsReport, WatcherStatus,
+    ChangeReport, ExecOutput, NodeInfo, ProcessInfo, StatsReport, WatcherStatus,
 };
 use ringmaster_protocol::stats::ProcessStats;
 use ringmaster_protocol::{Command, OptionMap, OptionValue, Response};
@@ -29,6 +29,7 @@ pub fn print(command: &Command, response: &Response, json: bool) {
         Response::NodeInfo(info) => print_node_info(info),
         Response::Stats(report) => print_stats(report),
         Response::DStats(own) => print_own_stats(own),
+        Response::Exec(out) => print_exec(out),
         other => println!("{other:?}"),
     }
 }
@@ -41,7 +42,8 @@ pub fn print_json<T: Serialize>(value: &T) {
     }
 }
 
-fn json_of(response: &Response) -> serde_json::Value {
+/// An answer as JSON.
+pub fn json_of(response: &Response) -> serde_json::Value {
     let value = match response {
         Response::Status(list) => serde_json::to_value(list),
         Response::Watchers(names) => serde_json::to_value(names),
@@ -52,6 +54,7 @@ fn json_of(response: &Response) -> serde_json::Value {
         Response::NodeInfo(info) => serde_json::to_value(info),
         Response::Stats(report) => serde_json::to_value(report),
         Response::DStats(own) => serde_json::to_value(own),
+        Response::Exec(out) => serde_json::to_value(out),
         other => serde_json::to_value(other),
     };
     value.unwrap_or(serde_json::Value::Null)
@@ -261,6 +264,42 @@ fn print_stats(report: &StatsReport) {
     table(&["WATCHER", "PROCESSES", "CPU%", "RSS", "MEM%"], &rows);
 }
 
+/// `exec`: the command's output as it wrote it, then notes on stderr.
+fn print_exec(out: &ExecOutput) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(out.stderr.as_bytes());
+    if out.truncated {
+        eprintln!(
+            "nodectl: output truncated to {} bytes per stream",
+            ExecOutput::MAX_OUTPUT
+        );
+    }
+    if out.timed_out {
+        eprintln!(
+            "nodectl: timed out after {:.1}s: the command's process group was killed",
+            out.duration
+        );
+    } else if let Some(signal) = out.signal {
+        eprintln!("nodectl: the command was killed by signal {signal}");
+    }
+}
+
+/// nodectl's exit code for an answer: for `exec`, the command's exit code (3 when
+/// it did not exit by itself); else 0.
+pub fn exit_code(response: &Response) -> std::process::ExitCode {
+    match response {
+        Response::Exec(out) => match out.code {
+            Some(code) if !out.timed_out => {
+                std::process::ExitCode::from(u8::try_from(code & 0xff).unwrap_or(3))
+            }
+            _ => std::process::ExitCode::from(3),
+        },
+        _ => std::process::ExitCode::SUCCESS,
+    }
+}
+
 fn print_own_stats(own: &ProcessStats) {
     let rows = [
         ("pid", own.pid.to_string()),
@@ -274,6 +313,13 @@ fn print_own_stats(own: &ProcessStats) {
     for (key, value) in rows {
         println!("{key:<8}  {value}");
     }
+}
+
+/// Now, in seconds since the Unix epoch.
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `3d4h`, `2h05m`, `4m07s`, `12.3s`.

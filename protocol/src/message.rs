@@ -356,6 +356,14 @@ pub enum Command {
     },
     /// The agent's own resource use.
     DStats {},
+    /// Run a shell command on the node (`sh -c`), only where the agent's config
+    /// says `allow_exec = true`.
+    Exec {
+        /// The command line, run by `/bin/sh -c`.
+        cmd: String,
+        /// Seconds the command may run before its process group is killed.
+        timeout: f64,
+    },
 }
 
 impl Command {
@@ -384,6 +392,7 @@ impl Command {
             Command::NodeInfo {} => "nodeinfo",
             Command::Stats { .. } => "stats",
             Command::DStats {} => "dstats",
+            Command::Exec { .. } => "exec",
         }
     }
 
@@ -411,6 +420,7 @@ impl Command {
         "nodeinfo",
         "stats",
         "dstats",
+        "exec",
     ];
 }
 
@@ -470,6 +480,8 @@ pub enum ErrorKind {
     Os,
     /// The agent is shutting down.
     ShuttingDown,
+    /// The agent's config does not allow this (e.g. `exec` without `allow_exec`).
+    Forbidden,
     /// Something the agent did not expect; the message says what.
     Internal,
     /// An error kind this client does not know (sent by a newer agent).
@@ -490,6 +502,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::SpawnFailed => "spawn failed",
             ErrorKind::Os => "os error",
             ErrorKind::ShuttingDown => "shutting down",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Internal => "internal error",
             ErrorKind::Other => "error",
         };
@@ -520,6 +533,38 @@ pub enum Response {
     Stats(StatsReport),
     /// `dstats`: the agent's own process.
     DStats(crate::stats::ProcessStats),
+    /// `exec`: how the command ended and what it wrote.
+    Exec(ExecOutput),
+}
+
+/// The outcome of `exec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// Exit code, when the command exited (rather than being killed).
+    pub code: Option<i32>,
+    /// The signal that ended it, when it was killed.
+    pub signal: Option<i32>,
+    /// True when it ran past its timeout and was killed.
+    pub timed_out: bool,
+    /// What it wrote on stdout (lossy UTF-8), at most [`ExecOutput::MAX_OUTPUT`]
+    /// bytes.
+    pub stdout: String,
+    /// What it wrote on stderr, likewise bounded.
+    pub stderr: String,
+    /// True when stdout or stderr was cut at [`ExecOutput::MAX_OUTPUT`].
+    pub truncated: bool,
+    /// Seconds it ran.
+    pub duration: f64,
+}
+
+impl ExecOutput {
+    /// Most bytes of each stream kept in a reply.
+    pub const MAX_OUTPUT: usize = 64 * 1024;
+
+    /// True when the command exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
 }
 
 /// The latest statistics sample of some watchers.

@@ -38,6 +38,9 @@ pub fn validate(what: &'static str, name: &str) -> Result<(), InvalidName> {
     if name.starts_with('-') {
         return fail("it starts with '-'");
     }
+    if what == "node" && name == "pool" {
+        return fail("'pool' is reserved (nodemeta publishes pool totals on stat.pool)");
+    }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

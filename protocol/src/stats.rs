@@ -5,6 +5,7 @@
 //! | `stat.<node>` | [`Stat`] with [`StatKind::Host`] |
 //! | `stat.<node>.<watcher>` | [`Stat`] with [`StatKind::Watcher`] (totals) |
 //! | `stat.<node>.<watcher>.<pid>` | [`Stat`] with [`StatKind::Process`] |
+//! | `stat.pool` | [`Stat`] with [`StatKind::Pool`], published by `nodemeta` |
 //!
 //! Like events, every body carries the node name, a timestamp and the agent's
 //! sequence number (shared with events), so that one subscriber can follow many
@@ -14,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 /// Topic prefix of statistics.
 pub const STAT_PREFIX: &str = "stat";
+
+/// `stat.pool`: the totals `nodemeta` publishes for its pool. `pool` is therefore
+/// not a valid node name.
+pub const POOL_TOPIC: &str = "stat.pool";
 
 /// `stat.<node>`
 pub fn host_topic(node: &str) -> String {
@@ -50,6 +55,7 @@ impl Stat {
             StatKind::Host(_) => host_topic(&self.node),
             StatKind::Watcher(w) => watcher_topic(&self.node, &w.name),
             StatKind::Process(p) => process_topic(&self.node, &p.watcher, p.pid),
+            StatKind::Pool(_) => POOL_TOPIC.to_string(),
         }
     }
 }
@@ -65,6 +71,8 @@ pub enum StatKind {
     Watcher(WatcherStats),
     /// One process.
     Process(ProcessStats),
+    /// A whole pool, as `nodemeta` sees it (`node` is then the pool's name).
+    Pool(PoolStats),
 }
 
 /// One supervised process.
@@ -129,4 +137,63 @@ pub struct HostStats {
     /// Seconds between two samples: a subscriber that hears nothing for a few of
     /// these knows the node has gone quiet.
     pub interval: f64,
+}
+
+/// Totals over the nodes of a pool, published by `nodemeta` on `stat.pool`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolStats {
+    /// Every node of the pool and whether it is heard from.
+    pub nodes: Vec<PoolNode>,
+    /// Processes supervised on the nodes that are up.
+    pub processes: u32,
+    /// CPUs of the nodes that are up.
+    pub cpus: u32,
+    /// CPU use of those nodes' hosts, in % of all their cores together (0..100).
+    pub cpu: f32,
+    /// Memory in use on those hosts, in bytes.
+    pub memory_used: u64,
+    /// Memory of those hosts in all, in bytes.
+    pub memory_total: u64,
+    /// Per-watcher totals across the nodes that are up, by watcher name.
+    pub watchers: Vec<WatcherStats>,
+    /// Seconds between two of these messages.
+    pub interval: f64,
+}
+
+/// One node as `nodemeta` sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolNode {
+    /// Node name.
+    pub name: String,
+    /// Up, stale or never heard from.
+    pub state: NodeState,
+    /// Seconds since the node was last heard from (None: never).
+    pub silent_for: Option<f64>,
+}
+
+/// Whether a node is heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NodeState {
+    /// It published within the last 3 of its stats intervals.
+    Up,
+    /// It was heard from, but not for 3 of its stats intervals.
+    Stale,
+    /// Never heard from since `nodemeta` started.
+    Down,
+    /// A state this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeState::Up => "up",
+            NodeState::Stale => "stale",
+            NodeState::Down => "down",
+            NodeState::Unknown => "unknown",
+        })
+    }
 }

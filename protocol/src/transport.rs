@@ -131,6 +131,12 @@ impl Client {
         self.timeout
     }
 
+    /// Changes the per-request timeout (e.g. a short one to check that an agent is
+    /// there, then a long one for a command that stops processes).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Sends `command` and waits for its result.
     pub async fn call(&mut self, command: Command) -> Result<Response, ClientError> {
         self.call_with(command, false).await

@@ -10,6 +10,10 @@
 //! The binaries are found next to the running executable (`target/<profile>/`), or
 //! in `$RINGMASTER_BIN_DIR`. `cargo test --workspace` builds them.
 
+pub mod pool;
+
+pub use pool::{NodeDef, TestPool};
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

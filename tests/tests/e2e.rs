@@ -7,9 +7,12 @@
 mod e2e {
     mod bad_input;
     mod commands;
+    mod exec;
     mod lifecycle;
     mod nodectl;
     mod nodetop;
     mod persistence;
+    mod pool;
+    mod relay;
     mod stats;
 }

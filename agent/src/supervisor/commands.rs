@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use ringmaster_protocol::message::{
-    ChangeReport, NodeInfo, ProcessInfo, StatsReport, WatcherState, WatcherStatus,
+    ChangeReport, ExecOutput, NodeInfo, ProcessInfo, StatsReport, WatcherState, WatcherStatus,
 };
 use ringmaster_protocol::{
     names, Command, ErrorKind, ErrorReply, EventKind, OptionMap, OptionValue, Response, Signal,
@@ -15,6 +15,7 @@ use tracing::info;
 
 use super::{not_found, now_secs, send_signal, Agent, CmdResult, Watcher};
 use crate::config::{Config, WatcherConfig, LIVE_OPTIONS, MAX_PROCESSES};
+use crate::exec;
 use crate::persist::{plan, Change};
 
 impl Agent {
@@ -126,6 +127,7 @@ impl Agent {
                     "no statistics yet: they are off (stats_interval = 0) or the first sample is not taken",
                 )
             }),
+            Command::Exec { cmd, timeout } => self.exec(&cmd, timeout).await.map(Response::Exec),
             other => Err(ErrorReply::new(
                 ErrorKind::UnknownCommand,
                 format!("command '{}' is not supported by this agent", other.name()),
@@ -463,6 +465,7 @@ impl Agent {
             OptionValue::Float(settings.warmup_delay),
         );
         all.insert("insecure".into(), OptionValue::Bool(settings.insecure));
+        all.insert("allow_exec".into(), OptionValue::Bool(settings.allow_exec));
         all.insert(
             "labels".into(),
             OptionValue::Table(
@@ -532,6 +535,33 @@ impl Agent {
         })
     }
 
+    /// Runs `cmd` through `/bin/sh -c` if the config allows it. Holds no watcher
+    /// lock and never borrows the state across an `.await`: the agent serves other
+    /// requests while the command runs.
+    async fn exec(&self, cmd: &str, timeout: f64) -> CmdResult<ExecOutput> {
+        let (node, allowed) = {
+            let settings = self.settings.borrow();
+            (settings.node.clone(), settings.allow_exec)
+        };
+        if !allowed {
+            info!(node = %node, cmd, "exec refused: allow_exec is off");
+            return Err(ErrorReply::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "exec is off on node {node}: set allow_exec = true in the [agent] section of its config to allow it"
+                ),
+            ));
+        }
+        let timeout = exec::check(cmd, timeout)
+            .map_err(|message| ErrorReply::new(ErrorKind::BadArguments, message))?;
+        exec::run(&node, cmd, timeout).await.map_err(|e| {
+            ErrorReply::new(
+                ErrorKind::SpawnFailed,
+                format!("cannot run /bin/sh on node {node}: {e}"),
+            )
+        })
+    }
+
     fn numprocesses(&self, name: Option<&str>) -> CmdResult<u64> {
         match name {
             Some(name) => self.with_watcher(name, |w| w.procs.len() as u64),
@@ -571,6 +601,7 @@ impl Agent {
             }
             settings.labels = new.labels.clone();
             settings.warmup_delay = new.warmup_delay;
+            settings.allow_exec = new.allow_exec;
         }
         let changes = {
             let state = self.state.borrow();

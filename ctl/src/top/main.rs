@@ -6,6 +6,13 @@
 //! every `--refresh` seconds, at once when a process or watcher appears or goes,
 //! and on every key and resize.
 //!
+//! With `--pool NAME` (and `--pools`, `--node`, `--where`, chosen as `nodectl
+//! --pool` chooses them) it subscribes to the `pubsub` endpoint of every selected
+//! node of the pools file directly, and expects each of those nodes, so that one
+//! that is down is listed (and retried) while the others show. Through a
+//! `nodemeta` relay (`--pubsub` at its endpoint) the relay's `stat.pool` message
+//! tells which nodes the pool has.
+//!
 //! Structure: one subscriber task per endpoint feeds one channel; one
 //! `tokio::select!` loop over that channel, the terminal's events, a tick and the
 //! termination signals mutates the model and the [`view::View`], then draws. All of
@@ -18,15 +25,18 @@ mod model;
 mod view;
 
 use std::io::{IsTerminal, Stdout};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
+use ringmaster_meta::{LabelFilter, NodeSpec, PoolsFile};
 use ringmaster_protocol::transport::{Client, ClientError, Published, Subscriber, TransportError};
 use ringmaster_protocol::{Command, Response};
 use tokio::signal::unix::{signal, SignalKind};
@@ -40,8 +50,18 @@ use crate::view::{Flow, View};
 /// Follows the statistics and events that agents publish (their `stats_interval`
 /// must not be 0). Give one or more agents with --endpoint (nodetop asks each
 /// where it publishes), and/or publish endpoints with --pubsub (an agent's, or a
-/// relay of a whole pool). With neither, the agent at $RINGMASTER_ENDPOINT, else
-/// tcp://127.0.0.1:5555, is shown.
+/// relay of a whole pool: `nodetop --pubsub tcp://HOST:5570` through a nodemeta
+/// relay), and/or the nodes of a pool with --pool (nodetop subscribes to each
+/// node's publish endpoint from the pools file; --node and --where choose some of
+/// them). With none, the pool $RINGMASTER_POOL, else the agent at
+/// $RINGMASTER_ENDPOINT, else tcp://127.0.0.1:5555, is shown.
+///
+/// With several nodes, the screen lists every node (up, or no data) and shows
+/// each watcher once, with its totals across the nodes; Right/Left/Tab show one
+/// node's watchers.
+///
+/// The pools file is --pools FILE, else $RINGMASTER_POOLS, else
+/// ~/.config/ringmaster/pools.toml, else /etc/ringmaster/pools.toml.
 #[derive(Debug, Parser)]
 #[command(name = "nodetop", version, about, long_about, after_help = AFTER_HELP)]
 struct Cli {
@@ -49,9 +69,30 @@ struct Cli {
     #[arg(long, short, value_name = "URL")]
     endpoint: Vec<String>,
 
-    /// A publish endpoint to subscribe to directly (repeatable).
+    /// A publish endpoint to subscribe to directly (repeatable): an agent's, or a
+    /// nodemeta relay's.
     #[arg(long, value_name = "URL")]
     pubsub: Vec<String>,
+
+    /// Show every node of this pool of the pools file (see --node, --where). From
+    /// the environment, it applies only when neither --endpoint nor --pubsub is
+    /// given.
+    #[arg(long, short = 'p', env = "RINGMASTER_POOL", value_name = "POOL")]
+    pool: Option<String>,
+
+    /// Only these nodes of the pool (comma-separated or repeated). Without --pool,
+    /// the pool that has them.
+    #[arg(long, value_name = "NODE", value_delimiter = ',')]
+    node: Vec<String>,
+
+    /// Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all
+    /// must hold).
+    #[arg(long = "where", value_name = "LABEL=VALUE")]
+    filters: Vec<String>,
+
+    /// The pools file.
+    #[arg(long, value_name = "FILE")]
+    pools: Option<PathBuf>,
 
     /// Seconds between two refreshes of the screen.
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = seconds)]
@@ -73,7 +114,15 @@ Keys:
 A node that sends nothing for 3 of its stats intervals shows as
 \"no data from NODE for N s\".
 
-Exit codes: 0 quit, 1 an agent could not be reached or no terminal, 2 bad usage.";
+Exit codes: 0 quit, 1 an agent could not be reached or no terminal, 2 bad usage
+(including a bad pools file, pool, node or label filter).
+
+Examples:
+  nodetop                                    the agent at $RINGMASTER_ENDPOINT
+  nodetop --pool prod                        every node of pool prod
+  nodetop --pool prod --where zone=eu-1      its nodes in zone eu-1
+  nodetop --pool prod --node web-1,web-2     two of its nodes
+  nodetop --pubsub tcp://HOST:5570           a whole pool through a nodemeta relay";
 
 const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:5555";
 
@@ -98,7 +147,14 @@ fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
+    let pool_sources = match pool_sources(&cli) {
+        Ok(sources) => sources,
+        Err(message) => {
+            eprintln!("nodetop: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,7 +165,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, pool_sources));
     // Subscriber tasks may be waiting to reconnect: do not wait for them.
     runtime.shutdown_background();
     match result {
@@ -119,6 +175,62 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line; a --pool taken from $RINGMASTER_POOL is dropped when
+/// --endpoint or --pubsub says what to show.
+fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let from_env = matches.value_source("pool") == Some(ValueSource::EnvVariable);
+    if from_env && (!cli.endpoint.is_empty() || !cli.pubsub.is_empty()) {
+        cli.pool = None;
+    }
+    cli
+}
+
+/// The nodes --pool, --node and --where choose (none when not given), as
+/// `nodectl --pool` chooses them: the pools file, the pool (named, or the one that
+/// has the first --node), then the nodes that are named and match every filter.
+/// An error is bad usage.
+fn pool_sources(cli: &Cli) -> Result<Vec<Source>, String> {
+    if cli.pool.is_none() && cli.node.is_empty() && cli.filters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let nodes = select_nodes(
+        cli.pools.as_deref(),
+        cli.pool.as_deref(),
+        &cli.node,
+        &cli.filters,
+    )?;
+    Ok(nodes
+        .into_iter()
+        .map(|node| Source {
+            pubsub: node.pubsub,
+            node: Some(node.name),
+        })
+        .collect())
+}
+
+/// The selected nodes of a pool of the pools file (see [`pool_sources`]).
+fn select_nodes(
+    pools_file: Option<&std::path::Path>,
+    pool: Option<&str>,
+    only: &[String],
+    filters: &[String],
+) -> Result<Vec<NodeSpec>, String> {
+    let path = ringmaster_meta::pools::locate(pools_file).map_err(|e| e.to_string())?;
+    let file = PoolsFile::load(&path).map_err(|e| e.to_string())?;
+    let pool = match (pool, only.first()) {
+        (Some(name), _) => file.pool(name).map_err(|e| e.to_string())?,
+        (None, Some(first)) => file.node(first).map_err(|e| e.to_string())?.0,
+        (None, None) => return Err("--where needs --pool NAME or --node NAME".into()),
+    };
+    let filters = filters
+        .iter()
+        .map(|f| f.parse::<LabelFilter>())
+        .collect::<Result<Vec<_>, _>>()?;
+    pool.select(only, &filters).map_err(|e| e.to_string())
 }
 
 /// A publish endpoint to follow.
@@ -142,8 +254,8 @@ enum Feed {
     },
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let sources = resolve(&cli).await?;
+async fn run(cli: Cli, pool_sources: Vec<Source>) -> anyhow::Result<()> {
+    let sources = resolve(&cli, pool_sources).await?;
     if !std::io::stdout().is_terminal() {
         bail!("standard output is not a terminal: nodetop draws a full screen (in scripts, use `nodectl stats`)");
     }
@@ -158,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Keep `feed` alive here, so that the channel never closes.
     let (feed, mut messages) = mpsc::channel::<Feed>(4096);
     for source in &sources {
-        tokio::spawn(follow(source.pubsub.clone(), feed.clone()));
+        tokio::spawn(follow(source.clone(), feed.clone()));
     }
 
     let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
@@ -227,11 +339,11 @@ fn take(model: &mut Model, view: &mut View, feed: Feed, now: Instant) -> Change 
     }
 }
 
-/// The publish endpoints to follow: each `--endpoint` agent's (asked
-/// concurrently), then each `--pubsub`, without duplicates.
-async fn resolve(cli: &Cli) -> anyhow::Result<Vec<Source>> {
+/// The publish endpoints to follow: the pool's nodes', each `--endpoint` agent's
+/// (asked concurrently), then each `--pubsub`, without duplicates.
+async fn resolve(cli: &Cli, pool_sources: Vec<Source>) -> anyhow::Result<Vec<Source>> {
     let mut controls = cli.endpoint.clone();
-    if controls.is_empty() && cli.pubsub.is_empty() {
+    if controls.is_empty() && cli.pubsub.is_empty() && pool_sources.is_empty() {
         controls.push(
             std::env::var("RINGMASTER_ENDPOINT")
                 .ok()
@@ -244,21 +356,33 @@ async fn resolve(cli: &Cli) -> anyhow::Result<Vec<Source>> {
         .map(|control| tokio::spawn(ask_pubsub(control.clone(), cli.timeout)))
         .collect();
     let mut sources: Vec<Source> = Vec::new();
+    for source in pool_sources {
+        add_source(&mut sources, source);
+    }
     for ask in asks {
-        let source = ask.await.context("nodeinfo task failed")??;
-        if !sources.iter().any(|s| s.pubsub == source.pubsub) {
-            sources.push(source);
-        }
+        add_source(&mut sources, ask.await.context("nodeinfo task failed")??);
     }
     for pubsub in &cli.pubsub {
-        if !sources.iter().any(|s| s.pubsub == *pubsub) {
-            sources.push(Source {
+        add_source(
+            &mut sources,
+            Source {
                 pubsub: pubsub.clone(),
                 node: None,
-            });
-        }
+            },
+        );
     }
     Ok(sources)
+}
+
+/// Adds `source` unless its endpoint, or its node, is followed already (a node of
+/// the pool also given with --endpoint).
+fn add_source(sources: &mut Vec<Source>, source: Source) {
+    let known = sources
+        .iter()
+        .any(|s| s.pubsub == source.pubsub || (source.node.is_some() && s.node == source.node));
+    if !known {
+        sources.push(source);
+    }
 }
 
 /// Asks the agent at `control` for its node name and publish endpoint.
@@ -301,10 +425,13 @@ fn reachable_pubsub(control: &str, pubsub: &str) -> String {
 
 /// Follows one publish endpoint for as long as nodetop runs: connects (retrying
 /// with a capped backoff), then keeps a `recv` pending, which is what lets a zmq.rs
-/// SUB notice a lost publisher and reconnect.
-async fn follow(endpoint: String, feed: mpsc::Sender<Feed>) {
+/// SUB notice a lost publisher and reconnect. Its problems are reported under the
+/// node's name when it is known, else under the endpoint.
+async fn follow(source: Source, feed: mpsc::Sender<Feed>) {
+    let endpoint = source.pubsub;
+    let label = source.node.unwrap_or_else(|| endpoint.clone());
     let problem = |problem: Option<String>| Feed::Problem {
-        source: endpoint.clone(),
+        source: label.clone(),
         problem,
     };
     let mut retry = RETRY_FIRST;
@@ -425,6 +552,134 @@ mod tests {
         assert_eq!(cli.timeout, Duration::from_secs(5));
         assert!(Cli::try_parse_from(["nodetop", "--refresh", "0"]).is_err());
         assert!(Cli::try_parse_from(["nodetop", "--refresh", "soon"]).is_err());
+    }
+
+    #[test]
+    fn pool_options_parse_and_choose_nodes_like_nodectl() {
+        let cli = Cli::try_parse_from([
+            "nodetop",
+            "--pools",
+            "/tmp/p.toml",
+            "--pool",
+            "prod",
+            "--node",
+            "web-1,web-2",
+            "--node",
+            "web-3",
+            "--where",
+            "zone=eu-1",
+            "--where",
+            "disk!=hdd",
+        ])
+        .unwrap();
+        assert_eq!(cli.pool.as_deref(), Some("prod"));
+        assert_eq!(cli.pools, Some(PathBuf::from("/tmp/p.toml")));
+        assert_eq!(cli.node, ["web-1", "web-2", "web-3"]);
+        assert_eq!(cli.filters, ["zone=eu-1", "disk!=hdd"]);
+
+        let path = std::env::temp_dir().join(format!("nodetop-pools-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"
+[pools.prod]
+[[pools.prod.nodes]]
+name = "web-1"
+control = "tcp://10.0.0.1:5555"
+pubsub = "tcp://10.0.0.1:5556"
+labels = { zone = "eu-1" }
+
+[[pools.prod.nodes]]
+name = "web-2"
+control = "tcp://10.0.0.2:5555"
+pubsub = "tcp://10.0.0.2:5556"
+labels = { zone = "eu-2" }
+
+[pools.dev]
+[[pools.dev.nodes]]
+name = "laptop"
+control = "ipc:///tmp/c.sock"
+pubsub = "ipc:///tmp/p.sock"
+"#,
+        )
+        .unwrap();
+        let pools = path.to_string_lossy().into_owned();
+        let sources = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(["nodetop", "--pools", &pools].iter().chain(args)).unwrap();
+            pool_sources(&cli)
+        };
+        let both = sources(&["--pool", "prod"]).unwrap();
+        assert_eq!(
+            both,
+            [
+                Source {
+                    pubsub: "tcp://10.0.0.1:5556".into(),
+                    node: Some("web-1".into())
+                },
+                Source {
+                    pubsub: "tcp://10.0.0.2:5556".into(),
+                    node: Some("web-2".into())
+                },
+            ]
+        );
+        let names =
+            |found: Vec<Source>| found.into_iter().filter_map(|s| s.node).collect::<Vec<_>>();
+        assert_eq!(
+            names(sources(&["--pool", "prod", "--where", "zone=eu-2"]).unwrap()),
+            ["web-2"]
+        );
+        assert_eq!(
+            names(sources(&["--pool", "prod", "--node", "web-1"]).unwrap()),
+            ["web-1"]
+        );
+        // Without --pool, the pool of the named node.
+        assert_eq!(names(sources(&["--node", "laptop"]).unwrap()), ["laptop"]);
+        // Nothing pool-related: no pool sources, and no pools file is read.
+        assert!(sources(&[]).unwrap().is_empty());
+
+        for (args, expected) in [
+            (&["--pool", "staging"][..], "no pool 'staging'"),
+            (
+                &["--pool", "prod", "--node", "web-9"][..],
+                "no node 'web-9'",
+            ),
+            (
+                &["--pool", "prod", "--where", "zone"][..],
+                "not LABEL=VALUE",
+            ),
+            (&["--pool", "prod", "--where", "zone=us-1"][..], "zone=us-1"),
+            (&["--where", "zone=eu-1"][..], "--pool NAME"),
+        ] {
+            let err = sources(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        let cli =
+            Cli::try_parse_from(["nodetop", "--pools", "/nonexistent/p.toml", "-p", "x"]).unwrap();
+        let err = pool_sources(&cli).unwrap_err();
+        assert!(err.contains("/nonexistent/p.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_source_is_followed_once_by_endpoint_and_by_node() {
+        let source = |pubsub: &str, node: Option<&str>| Source {
+            pubsub: pubsub.into(),
+            node: node.map(str::to_string),
+        };
+        let mut sources = Vec::new();
+        add_source(&mut sources, source("tcp://h:5556", Some("a")));
+        add_source(&mut sources, source("tcp://h:5556", None));
+        add_source(&mut sources, source("tcp://10.0.0.1:5556", Some("a")));
+        add_source(&mut sources, source("tcp://meta:5570", None));
+        add_source(&mut sources, source("tcp://k:5556", Some("b")));
+        assert_eq!(
+            sources,
+            [
+                source("tcp://h:5556", Some("a")),
+                source("tcp://meta:5570", None),
+                source("tcp://k:5556", Some("b")),
+            ]
+        );
     }
 
     #[test]

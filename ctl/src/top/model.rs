@@ -8,7 +8,15 @@
 //! into sorted, filtered rows. Time is always passed in (`now`), so that tests are
 //! deterministic, and nothing here knows about terminals or sockets: whether the
 //! messages come from one agent, several, or a `nodemeta` relaying a pool makes no
-//! difference.
+//! difference. The relay's own `stat.pool` message (whose `node` is the pool's
+//! name, not a node's) only tells which nodes the pool has: each is expected, as
+//! [`Model::expect_node`] does for the nodes of `--pool`, so that a node never heard
+//! from is listed too.
+//!
+//! With several nodes and no node chosen, [`Model::watcher_rows`] gives one row per
+//! watcher with its totals across the nodes that have it (and their count), and
+//! [`Model::process_rows`] of such a row lists its processes on every node; with one
+//! node chosen (or only one known) the rows are that node's watchers.
 //!
 //! A node counts as up while messages keep coming; once nothing has arrived for
 //! [`STALE_INTERVALS`] times its stats interval it is [`Health::Stale`]. A `reap`
@@ -20,7 +28,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ringmaster_protocol::event::{Event, EventKind};
-use ringmaster_protocol::stats::{HostStats, ProcessStats, Stat, StatKind, WatcherStats};
+use ringmaster_protocol::stats::{
+    HostStats, PoolStats, ProcessStats, Stat, StatKind, WatcherStats,
+};
 use ringmaster_protocol::transport::Published;
 
 /// A node is stale once nothing has arrived from it for this many stats intervals.
@@ -153,7 +163,8 @@ impl SortKey {
 /// Which watcher rows to show, and in what order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Query {
-    /// Only this node; all when absent.
+    /// Only this node. When absent, every node: with several nodes known, one row
+    /// per watcher with its totals across them.
     pub node: Option<String>,
     /// Only watchers whose name contains this (case-insensitive); all when empty.
     pub filter: String,
@@ -161,11 +172,11 @@ pub struct Query {
     pub sort: SortKey,
 }
 
-/// Names a watcher across the pool.
+/// Names a watcher of one node, or a watcher across every node that has it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WatcherKey {
-    /// The node.
-    pub node: String,
+    /// The node; `None` for the watcher's totals across every node.
+    pub node: Option<String>,
     /// The watcher.
     pub watcher: String,
 }
@@ -175,19 +186,24 @@ pub struct WatcherKey {
 pub struct WatcherRow {
     /// Which watcher.
     pub key: WatcherKey,
+    /// Nodes that have it (1 for a row of one node).
+    pub nodes: usize,
     /// Processes known.
     pub processes: usize,
     /// Sum of their CPU use, in % of one core.
     pub cpu: f32,
     /// Sum of their resident memory, in bytes.
     pub rss: u64,
-    /// Sum of their memory, in % of the host's.
+    /// Their memory in % of the host's; across nodes, in % of the memory of the
+    /// nodes that have it (those whose host statistics are known).
     pub mem: f32,
 }
 
 /// One line of the processes table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessRow {
+    /// Its node.
+    pub node: String,
     /// Pid.
     pub pid: u32,
     /// Worker id.
@@ -402,16 +418,17 @@ impl Node {
 }
 
 impl Watcher {
-    fn row(&self, node: &str) -> WatcherRow {
+    fn row(&self, node: Option<&str>) -> WatcherRow {
         let samples = self.processes.values().filter_map(|p| p.sample.as_ref());
         let (cpu, rss, mem) = samples.fold((0.0, 0, 0.0), |(cpu, rss, mem), s| {
             (cpu + s.cpu, rss + s.rss, mem + s.mem)
         });
         WatcherRow {
             key: WatcherKey {
-                node: node.to_string(),
+                node: node.map(str::to_string),
                 watcher: self.name.clone(),
             },
+            nodes: 1,
             processes: self.processes.len(),
             cpu,
             rss,
@@ -436,6 +453,13 @@ impl Model {
 
     /// Folds one message into the model; `now` is when it arrived.
     pub fn apply(&mut self, message: &Published, now: Instant) -> Change {
+        if let Published::Stat(Stat {
+            kind: StatKind::Pool(pool),
+            ..
+        }) = message
+        {
+            return self.apply_pool(pool, now);
+        }
         let name = match message {
             Published::Stat(stat) => &stat.node,
             Published::Event(event) => &event.node,
@@ -454,6 +478,21 @@ impl Model {
             Change::Structure
         } else {
             change
+        }
+    }
+
+    /// A relay's `stat.pool`: expects every node of the pool (a node it has never
+    /// heard from included, so that its silence shows). Its totals are not kept:
+    /// they are computed from the nodes' own messages, which the relay passes on.
+    fn apply_pool(&mut self, pool: &PoolStats, now: Instant) -> Change {
+        let before = self.nodes.len();
+        for node in &pool.nodes {
+            self.expect_node(&node.name, now);
+        }
+        if self.nodes.len() == before {
+            Change::Values
+        } else {
+            Change::Structure
         }
     }
 
@@ -539,10 +578,18 @@ impl Model {
         total
     }
 
-    /// The watcher rows `query` selects, in its order.
+    /// Whether `query` asks for watchers across nodes: no node chosen, and
+    /// several known.
+    pub fn across_nodes(&self, query: &Query) -> bool {
+        query.node.is_none() && self.nodes.len() > 1
+    }
+
+    /// The watcher rows `query` selects, in its order: one per watcher of the
+    /// chosen node (or of the only node), else one per watcher with its totals
+    /// across the nodes that have it.
     pub fn watcher_rows(&self, query: &Query) -> Vec<WatcherRow> {
         let filter = query.filter.to_lowercase();
-        let mut rows: Vec<WatcherRow> = self
+        let selected = self
             .nodes
             .values()
             .filter(|node| query.node.as_ref().is_none_or(|n| *n == node.name))
@@ -550,9 +597,13 @@ impl Model {
                 node.watchers
                     .values()
                     .filter(|w| filter.is_empty() || w.name.to_lowercase().contains(&filter))
-                    .map(|w| w.row(&node.name))
-            })
-            .collect();
+                    .map(move |w| (node, w))
+            });
+        let mut rows: Vec<WatcherRow> = if self.across_nodes(query) {
+            across(selected)
+        } else {
+            selected.map(|(node, w)| w.row(Some(&node.name))).collect()
+        };
         rows.sort_by(|a, b| {
             let by_value = match query.sort {
                 SortKey::Cpu => b.cpu.total_cmp(&a.cpu),
@@ -564,19 +615,17 @@ impl Model {
         rows
     }
 
-    /// The processes of one watcher, in `sort` order (empty when it is unknown).
+    /// The processes of one watcher, on its node or (`key.node` absent) on every
+    /// node, in `sort` order (empty when it is unknown).
     pub fn process_rows(&self, key: &WatcherKey, sort: SortKey, now: Instant) -> Vec<ProcessRow> {
-        let Some(watcher) = self
+        let mut rows: Vec<ProcessRow> = self
             .nodes
-            .get(&key.node)
-            .and_then(|n| n.watchers.get(&key.watcher))
-        else {
-            return Vec::new();
-        };
-        let mut rows: Vec<ProcessRow> = watcher
-            .processes
             .values()
-            .map(|p| ProcessRow {
+            .filter(|node| key.node.as_ref().is_none_or(|n| *n == node.name))
+            .filter_map(|node| node.watchers.get(&key.watcher).map(|w| (node, w)))
+            .flat_map(|(node, watcher)| watcher.processes.values().map(move |p| (node, p)))
+            .map(|(node, p)| ProcessRow {
+                node: node.name.clone(),
                 pid: p.pid,
                 wid: p.wid,
                 cpu: p.sample.as_ref().map(|s| s.cpu),
@@ -593,6 +642,7 @@ impl Model {
                 SortKey::Name => Ordering::Equal,
             };
             by_value
+                .then_with(|| a.node.cmp(&b.node))
                 .then_with(|| a.wid.cmp(&b.wid))
                 .then_with(|| a.pid.cmp(&b.pid))
         });
@@ -600,10 +650,58 @@ impl Model {
     }
 }
 
+/// One row per watcher name over `(node, watcher)` pairs: summed processes, CPU
+/// and memory, the number of nodes, and the memory in % of those nodes' memory.
+fn across<'a>(pairs: impl Iterator<Item = (&'a Node, &'a Watcher)>) -> Vec<WatcherRow> {
+    /// A row, and the memory of the nodes with host statistics and their rss.
+    struct Sum {
+        row: WatcherRow,
+        memory_total: u64,
+        rss_of_known: u64,
+    }
+    let mut sums: BTreeMap<&str, Sum> = BTreeMap::new();
+    for (node, watcher) in pairs {
+        let row = watcher.row(None);
+        let memory_total = node.host.as_ref().map_or(0, |h| h.memory_total);
+        let rss_of_known = if memory_total > 0 { row.rss } else { 0 };
+        match sums.get_mut(watcher.name.as_str()) {
+            Some(sum) => {
+                sum.row.nodes += 1;
+                sum.row.processes += row.processes;
+                sum.row.cpu += row.cpu;
+                sum.row.rss += row.rss;
+                sum.memory_total += memory_total;
+                sum.rss_of_known += rss_of_known;
+            }
+            None => {
+                sums.insert(
+                    &watcher.name,
+                    Sum {
+                        row,
+                        memory_total,
+                        rss_of_known,
+                    },
+                );
+            }
+        }
+    }
+    sums.into_values()
+        .map(|sum| WatcherRow {
+            mem: if sum.memory_total > 0 {
+                (sum.rss_of_known as f64 / sum.memory_total as f64 * 100.0) as f32
+            } else {
+                0.0
+            },
+            ..sum.row
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use ringmaster_protocol::event::ExitInfo;
+    use ringmaster_protocol::stats::{NodeState, PoolNode};
 
     pub(crate) fn host(node: &str, seq: u64, cpu: f32, interval: f64) -> Published {
         Published::Stat(Stat {
@@ -666,6 +764,32 @@ pub(crate) mod tests {
         })
     }
 
+    /// A relay's `stat.pool` for pool `pool` with `nodes` (`node` is the pool).
+    pub(crate) fn pool_stat(pool: &str, nodes: &[(&str, NodeState)]) -> Published {
+        Published::Stat(Stat {
+            node: pool.into(),
+            seq: 1,
+            time: 1000.0,
+            kind: StatKind::Pool(PoolStats {
+                nodes: nodes
+                    .iter()
+                    .map(|(name, state)| PoolNode {
+                        name: (*name).into(),
+                        state: *state,
+                        silent_for: None,
+                    })
+                    .collect(),
+                processes: 0,
+                cpus: 0,
+                cpu: 0.0,
+                memory_used: 0,
+                memory_total: 0,
+                watchers: Vec::new(),
+                interval: 1.0,
+            }),
+        })
+    }
+
     fn event(node: &str, watcher: &str, time: f64, kind: EventKind) -> Published {
         Published::Event(Event {
             node: node.into(),
@@ -696,7 +820,7 @@ pub(crate) mod tests {
 
     fn pids(model: &Model, node: &str, watcher: &str, now: Instant) -> Vec<u32> {
         let key = WatcherKey {
-            node: node.into(),
+            node: Some(node.into()),
             watcher: watcher.into(),
         };
         model
@@ -738,29 +862,71 @@ pub(crate) mod tests {
         assert_eq!(nodes[1].processes, 1);
         assert_eq!(nodes[1].host.as_ref().map(|h| h.cpu), Some(50.0));
 
-        let rows = model.watcher_rows(&Query {
-            sort: SortKey::Name,
-            ..Query::default()
-        });
-        let summary: Vec<(&str, &str, usize, f32, u64)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r.key.node.as_str(),
-                    r.key.watcher.as_str(),
-                    r.processes,
-                    r.cpu,
-                    r.rss,
-                )
-            })
+        let summary = |node: Option<&str>| {
+            let rows = model.watcher_rows(&Query {
+                node: node.map(str::to_string),
+                sort: SortKey::Name,
+                ..Query::default()
+            });
+            rows.into_iter()
+                .map(|r| {
+                    let node = r.key.node.unwrap_or_else(|| "*".into());
+                    (node, r.key.watcher, r.nodes, r.processes, r.cpu, r.rss)
+                })
+                .collect::<Vec<_>>()
+        };
+        let row = |node: &str, watcher: &str, nodes, processes, cpu, rss| {
+            (
+                node.to_string(),
+                watcher.to_string(),
+                nodes,
+                processes,
+                cpu,
+                rss,
+            )
+        };
+        assert_eq!(
+            summary(Some("a")),
+            [
+                row("a", "db", 1, 1, 1.0, 500 * MB),
+                row("a", "web", 1, 2, 15.5, 220 * MB),
+            ]
+        );
+        assert_eq!(summary(Some("b")), [row("b", "web", 1, 1, 30.0, 50 * MB)]);
+        // All nodes: one row per watcher, with its totals across the nodes.
+        let query = Query::default();
+        assert!(model.across_nodes(&query));
+        assert_eq!(
+            summary(None),
+            [
+                row("*", "db", 1, 1, 1.0, 500 * MB),
+                row("*", "web", 2, 3, 45.5, 270 * MB),
+            ]
+        );
+        let web = model
+            .watcher_rows(&query)
+            .into_iter()
+            .find(|r| r.key.watcher == "web");
+        // 270 MB of the two nodes' 16 GB.
+        let mem = web.map(|r| r.mem).unwrap_or_default();
+        assert!((mem - 1.6479).abs() < 0.001, "{mem}");
+        // Its processes on every node, by node.
+        let web_everywhere = WatcherKey {
+            node: None,
+            watcher: "web".into(),
+        };
+        let processes: Vec<(String, u32)> = model
+            .process_rows(&web_everywhere, SortKey::Name, t0)
+            .into_iter()
+            .map(|p| (p.node, p.pid))
             .collect();
         assert_eq!(
-            summary,
-            [
-                ("a", "db", 1, 1.0, 500 * MB),
-                ("a", "web", 2, 15.5, 220 * MB),
-                ("b", "web", 1, 30.0, 50 * MB),
-            ]
+            processes,
+            [("a".into(), 101), ("a".into(), 102), ("b".into(), 301)]
+        );
+        assert_eq!(
+            model.process_rows(&web_everywhere, SortKey::Cpu, t0)[0].pid,
+            301
         );
 
         let pool = model.pool_total(t0);
@@ -776,7 +942,7 @@ pub(crate) mod tests {
         let change = model.apply(&process("a", "web", 101, 1, 70.0, 100 * MB), t0);
         assert_eq!(change, Change::Values);
         let key = WatcherKey {
-            node: "a".into(),
+            node: Some("a".into()),
             watcher: "web".into(),
         };
         let rows = model.process_rows(&key, SortKey::Cpu, t0);
@@ -788,6 +954,52 @@ pub(crate) mod tests {
             Duration::from_secs(105),
             "ages keep counting between samples"
         );
+    }
+
+    #[test]
+    fn a_relays_pool_message_lists_the_pools_nodes_and_is_no_node_itself() {
+        let t0 = Instant::now();
+        let mut model = two_nodes(t0);
+        let pool = pool_stat(
+            "prod",
+            &[
+                ("a", NodeState::Up),
+                ("b", NodeState::Stale),
+                ("c", NodeState::Down),
+            ],
+        );
+        assert_eq!(model.apply(&pool, t0), Change::Structure);
+        assert_eq!(model.node_names(), ["a", "b", "c"], "no node 'prod'");
+        assert_eq!(model.apply(&pool, t0), Change::Values);
+        // c, never heard from, waits and then shows as silent.
+        let c = |ms| {
+            model
+                .node("c")
+                .map(|n| n.health(t0 + Duration::from_millis(ms)))
+        };
+        assert_eq!(c(1000), Some(Health::Waiting));
+        assert!(matches!(c(3500), Some(Health::Stale { .. })));
+        // A's figures are untouched; the pool counts 3 nodes.
+        assert_eq!(model.pool_total(t0).nodes, 3);
+        assert_eq!(model.pool_total(t0).processes, 4);
+    }
+
+    #[test]
+    fn one_node_alone_shows_its_own_watchers() {
+        let t0 = Instant::now();
+        let mut model = Model::new();
+        model.apply(&host("a", 1, 20.0, 1.0), t0);
+        model.apply(&process("a", "web", 101, 1, 10.0, 100 * MB), t0);
+        let query = Query::default();
+        assert!(!model.across_nodes(&query));
+        let rows = model.watcher_rows(&query);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key.node.as_deref(), Some("a"));
+        // A second node (even one only expected) turns it into the pool view.
+        model.expect_node("b", t0);
+        assert!(model.across_nodes(&query));
+        assert_eq!(model.watcher_rows(&query)[0].key.node, None);
+        assert_eq!(model.watcher_rows(&query)[0].nodes, 1);
     }
 
     #[test]
@@ -808,7 +1020,7 @@ pub(crate) mod tests {
         let spawn = event("a", "web", 1002.0, EventKind::Spawn { pid: 103, wid: 3 });
         assert_eq!(model.apply(&spawn, t0), Change::Structure);
         let key = WatcherKey {
-            node: "a".into(),
+            node: Some("a".into()),
             watcher: "web".into(),
         };
         let rows = model.process_rows(&key, SortKey::Cpu, t0 + Duration::from_secs(2));
@@ -903,26 +1115,35 @@ pub(crate) mod tests {
             model
                 .watcher_rows(&query)
                 .into_iter()
-                .map(|r| format!("{}/{}", r.key.node, r.key.watcher))
+                .map(|r| format!("{}/{}", r.key.node.as_deref().unwrap_or("*"), r.key.watcher))
                 .collect::<Vec<_>>()
         };
-        let sorted = |sort| Query {
+        let sorted = |node: &str, sort| Query {
+            node: Some(node.into()),
             sort,
             ..Query::default()
         };
-        assert_eq!(order(sorted(SortKey::Cpu)), ["b/web", "a/web", "a/db"]);
-        assert_eq!(order(sorted(SortKey::Memory)), ["a/db", "a/web", "b/web"]);
-        assert_eq!(order(sorted(SortKey::Name)), ["a/db", "a/web", "b/web"]);
+        assert_eq!(order(sorted("a", SortKey::Cpu)), ["a/web", "a/db"]);
+        assert_eq!(order(sorted("a", SortKey::Memory)), ["a/db", "a/web"]);
+        assert_eq!(order(sorted("a", SortKey::Name)), ["a/db", "a/web"]);
+        let all = |sort| Query {
+            sort,
+            ..Query::default()
+        };
+        assert_eq!(order(all(SortKey::Cpu)), ["*/web", "*/db"]);
+        assert_eq!(order(all(SortKey::Memory)), ["*/db", "*/web"]);
+        assert_eq!(order(all(SortKey::Name)), ["*/db", "*/web"]);
         let filtered = Query {
             filter: "WE".into(),
             ..Query::default()
         };
-        assert_eq!(order(filtered), ["b/web", "a/web"]);
+        assert_eq!(order(filtered), ["*/web"]);
         let one_node = Query {
-            node: Some("a".into()),
+            node: Some("b".into()),
+            filter: "WE".into(),
             ..Query::default()
         };
-        assert_eq!(order(one_node), ["a/web", "a/db"]);
+        assert_eq!(order(one_node), ["b/web"]);
         let nothing = Query {
             node: Some("a".into()),
             filter: "zzz".into(),
@@ -931,7 +1152,7 @@ pub(crate) mod tests {
         assert!(order(nothing).is_empty());
 
         let key = WatcherKey {
-            node: "a".into(),
+            node: Some("a".into()),
             watcher: "web".into(),
         };
         let pids_by = |sort| {

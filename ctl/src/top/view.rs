@@ -6,9 +6,12 @@
 //! - one line per node (name, CPU, load, memory, processes, up or "no data from
 //!   NODE for N s"), and a pool total line when there are several nodes;
 //! - one line per source that has a problem (unreachable, undecodable messages);
-//! - the watchers table (NODE, WATCHER, PROCS, CPU%, MEM%, RSS totals), with the
-//!   selected watcher highlighted;
-//! - the processes of the selected watcher (PID, WID, CPU%, RSS, MEM%, AGE);
+//! - the watchers table, with the selected watcher highlighted: with several nodes
+//!   and none chosen (all nodes), one row per watcher with its totals across the
+//!   nodes (WATCHER, NODES, PROCS, CPU%, MEM%, RSS); with one node chosen (←→) or
+//!   only one known, that node's watchers (NODE, WATCHER, PROCS, CPU%, MEM%, RSS);
+//! - the processes of the selected watcher (PID, WID, CPU%, RSS, MEM%, AGE), with
+//!   a NODE column when they are those of every node;
 //! - a one-line help footer, or the filter being typed.
 //!
 //! Everything fits an 80×24 terminal; extra height goes to the tables. Drawing
@@ -133,15 +136,20 @@ impl View {
         Flow::Continue
     }
 
-    /// Index of the selected row: the selected watcher, else the row where the
-    /// selection was.
+    /// Index of the selected row: the selected watcher, else a watcher of the
+    /// same name (when switching between all nodes and one), else the row where
+    /// the selection was.
     fn selection(&self, rows: &[WatcherRow]) -> Option<usize> {
         if rows.is_empty() {
             return None;
         }
         self.selected
             .as_ref()
-            .and_then(|key| rows.iter().position(|r| r.key == *key))
+            .and_then(|key| {
+                rows.iter()
+                    .position(|r| r.key == *key)
+                    .or_else(|| rows.iter().position(|r| r.key.watcher == key.watcher))
+            })
             .or(Some(self.selected_index.min(rows.len() - 1)))
     }
 
@@ -233,6 +241,7 @@ impl View {
             selected,
             name_width,
             stale: &stale,
+            across: model.across_nodes(&self.query()),
         };
         table.render(frame, watchers_area);
         if rest.height > processes_wanted {
@@ -240,10 +249,17 @@ impl View {
         }
 
         let title_area = take_top(&mut rest, 1);
-        let title = match &key {
-            Some(k) => Line::from(vec![
+        let title = match (&key, selected) {
+            (Some(k), Some(i)) => Line::from(vec![
                 Span::styled(
-                    format!("{} on {}", k.watcher, k.node),
+                    match &k.node {
+                        Some(node) => format!("{} on {node}", k.watcher),
+                        None => format!(
+                            "{} on {}",
+                            k.watcher,
+                            plural(rows[i].nodes, "node", "nodes")
+                        ),
+                    },
                     Style::new().add_modifier(Modifier::BOLD),
                 ),
                 Span::raw(format!(
@@ -251,12 +267,13 @@ impl View {
                     plural(processes.len(), "process", "processes")
                 )),
             ]),
-            None if self.filter.is_empty() && self.node.is_none() => Line::from("no watchers"),
-            None => Line::from("no watcher matches"),
+            _ if self.filter.is_empty() && self.node.is_none() => Line::from("no watchers"),
+            _ => Line::from("no watcher matches"),
         };
         frame.render_widget(Paragraph::new(title), title_area);
-        if key.is_some() {
-            render_processes(frame, rest, &processes);
+        if let Some(key) = &key {
+            let node_width = key.node.is_none().then_some(name_width);
+            render_processes(frame, rest, &processes, node_width);
         }
     }
 
@@ -368,6 +385,8 @@ struct WatcherTable<'a> {
     name_width: usize,
     /// Nodes whose rows are dimmed: what they last said.
     stale: &'a [&'a str],
+    /// Rows are watchers across nodes (a NODES count instead of a NODE name).
+    across: bool,
 }
 
 impl WatcherTable<'_> {
@@ -379,42 +398,69 @@ impl WatcherTable<'_> {
             .max()
             .unwrap_or(0)
             .clamp(WATCHER_MIN, WATCHER_MAX);
-        let header = Row::new([
-            Cell::from("NODE"),
-            Cell::from("WATCHER"),
-            right("PROCS"),
-            right("CPU%"),
-            right("MEM%"),
-            right("RSS"),
-        ])
-        .style(header_style());
-        let body = self.rows.iter().map(|r| {
-            let row = Row::new([
-                Cell::from(r.key.node.clone()),
-                Cell::from(r.key.watcher.clone()),
+        let figures = |r: &WatcherRow| {
+            [
                 right(r.processes.to_string()),
                 right(format!("{:.1}", r.cpu)),
                 right(format!("{:.1}", r.mem)),
                 right(bytes(r.rss)),
-            ]);
-            if self.stale.contains(&r.key.node.as_str()) {
-                row.style(Style::new().fg(Color::DarkGray))
-            } else {
-                row
-            }
-        });
+            ]
+        };
+        let titles = ["PROCS", "CPU%", "MEM%", "RSS"].map(right);
+        let (header, body, first, second): (Row<'_>, Vec<Row<'_>>, u16, u16) = if self.across {
+            let header = [Cell::from("WATCHER"), right("NODES")]
+                .into_iter()
+                .chain(titles);
+            let body = self
+                .rows
+                .iter()
+                .map(|r| {
+                    let names = [
+                        Cell::from(r.key.watcher.clone()),
+                        right(r.nodes.to_string()),
+                    ];
+                    Row::new(names.into_iter().chain(figures(r)))
+                })
+                .collect();
+            (Row::new(header), body, watcher_width as u16, 5)
+        } else {
+            let header = [Cell::from("NODE"), Cell::from("WATCHER")]
+                .into_iter()
+                .chain(titles);
+            let body = self
+                .rows
+                .iter()
+                .map(|r| {
+                    let node = r.key.node.clone().unwrap_or_default();
+                    let stale = self.stale.contains(&node.as_str());
+                    let names = [Cell::from(node), Cell::from(r.key.watcher.clone())];
+                    let row = Row::new(names.into_iter().chain(figures(r)));
+                    if stale {
+                        row.style(Style::new().fg(Color::DarkGray))
+                    } else {
+                        row
+                    }
+                })
+                .collect();
+            (
+                Row::new(header),
+                body,
+                self.name_width as u16,
+                watcher_width as u16,
+            )
+        };
         let table = Table::new(
             body,
             [
-                Constraint::Length(self.name_width as u16),
-                Constraint::Length(watcher_width as u16),
+                Constraint::Length(first),
+                Constraint::Length(second),
                 Constraint::Length(5),
                 Constraint::Length(6),
                 Constraint::Length(5),
                 Constraint::Length(6),
             ],
         )
-        .header(header)
+        .header(header.style(header_style()))
         .column_spacing(2)
         .highlight_symbol("> ")
         .highlight_spacing(HighlightSpacing::Always)
@@ -424,40 +470,46 @@ impl WatcherTable<'_> {
     }
 }
 
-fn render_processes(frame: &mut Frame<'_>, area: Rect, processes: &[crate::model::ProcessRow]) {
-    let header = Row::new([
+/// The processes table; with `node_width`, a first NODE column that wide.
+fn render_processes(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    processes: &[crate::model::ProcessRow],
+    node_width: Option<usize>,
+) {
+    let node_cell = |name: &str| node_width.map(|_| Cell::from(name.to_string()));
+    let header = Row::new(node_cell("NODE").into_iter().chain([
         right("PID"),
         right("WID"),
         right("CPU%"),
         right("RSS"),
         right("MEM%"),
         right("AGE"),
-    ])
+    ]))
     .style(header_style());
     let dash = || "-".to_string();
     let body = processes.iter().map(|p| {
-        Row::new([
+        Row::new(node_cell(&p.node).into_iter().chain([
             right(p.pid.to_string()),
             right(p.wid.to_string()),
             right(p.cpu.map_or_else(dash, |c| format!("{c:.1}"))),
             right(p.rss.map_or_else(dash, bytes)),
             right(p.mem.map_or_else(dash, |m| format!("{m:.1}"))),
             right(age(p.age)),
-        ])
+        ]))
     });
-    let table = Table::new(
-        body,
-        [
+    let widths = node_width
+        .map(|w| Constraint::Length(w as u16))
+        .into_iter()
+        .chain([
             Constraint::Length(7),
             Constraint::Length(4),
             Constraint::Length(6),
             Constraint::Length(6),
             Constraint::Length(5),
             Constraint::Length(7),
-        ],
-    )
-    .header(header)
-    .column_spacing(2);
+        ]);
+    let table = Table::new(body, widths).header(header).column_spacing(2);
     frame.render_widget(table, area);
 }
 
@@ -592,7 +644,7 @@ pub fn age(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tests::{host, process, totals, two_nodes};
+    use crate::model::tests::{host, pool_stat, process, totals, two_nodes};
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
@@ -657,13 +709,65 @@ mod tests {
         let t0 = Instant::now();
         let (model, now) = pool(t0);
         let mut view = View::new(vec!["ipc:///tmp/a.sock".into()]);
-        // Select a/web: one row down from the top (b/web has the most CPU).
+        // Select db: one row down from the top (web has the most CPU); its
+        // processes on every node show, with their node.
         view.apply(Action::Down, &model);
         view.set_problem(
             "tcp://10.0.0.9:5556",
             Some("cannot connect: connection refused (retrying)".into()),
         );
         assert_snapshot("pool_80x24", &screen(&view, &model, now, 80, 24));
+    }
+
+    /// Nodes web-1..3, each with watcher w (2 processes) and web-1 with db too,
+    /// all up; the nodes are first named by a relay's `stat.pool`.
+    fn three_nodes(t0: Instant) -> (Model, Instant) {
+        let mut model = Model::new();
+        let up = ringmaster_protocol::stats::NodeState::Up;
+        model.apply(
+            &pool_stat("prod", &[("web-1", up), ("web-2", up), ("web-3", up)]),
+            t0,
+        );
+        let later = t0 + Duration::from_secs(2);
+        for (i, node) in ["web-1", "web-2", "web-3"].into_iter().enumerate() {
+            let n = i as u32;
+            model.apply(&host(node, 1, 10.0 * (n + 1) as f32, 1.0), later);
+            model.apply(
+                &process(node, "w", 1000 + 10 * n, 1, 4.0 + n as f32, 30 << 20),
+                later,
+            );
+            model.apply(&process(node, "w", 1001 + 10 * n, 2, 2.0, 20 << 20), later);
+            model.apply(&totals(node, "w"), later);
+        }
+        model.apply(&process("web-1", "db", 2000, 1, 1.5, 400 << 20), later);
+        model.apply(&totals("web-1", "db"), later);
+        (model, later + Duration::from_millis(500))
+    }
+
+    #[test]
+    fn an_80x24_screen_of_a_3_node_pool_shows_nodes_and_totals_across_them() {
+        let t0 = Instant::now();
+        let (model, now) = three_nodes(t0);
+        let mut view = View::new(vec!["tcp://meta:5570".into()]);
+        let text = screen(&view, &model, now, 80, 24);
+        assert_snapshot("pool3_80x24", &text);
+        // One row for w: on 3 nodes, 6 processes in all.
+        assert!(
+            text.lines()
+                .any(|l| words(l).starts_with(&[">", "w", "3", "6", "21.0"])),
+            "{text}"
+        );
+        assert!(text.contains("w on 3 nodes: 6 processes"), "{text}");
+
+        // One node: its watchers, as with a single agent.
+        view.apply(Action::NextNode, &model);
+        let text = screen(&view, &model, now, 80, 24);
+        assert!(text.contains("w on web-1: 2 processes"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| words(l) == ["web-1", "db", "1", "1.5", "4.9", "400M"]),
+            "{text}"
+        );
     }
 
     #[test]
@@ -719,34 +823,43 @@ mod tests {
         let t0 = Instant::now();
         let model = two_nodes(t0);
         let mut view = View::new(Vec::new());
+        // All nodes: one row per watcher ("*"), web (on a and b) first by CPU.
         let selected = |view: &View| {
             view.selected(&model)
-                .map(|k| format!("{}/{}", k.node, k.watcher))
+                .map(|k| format!("{}/{}", k.node.as_deref().unwrap_or("*"), k.watcher))
         };
-        assert_eq!(selected(&view).as_deref(), Some("b/web"));
+        assert_eq!(selected(&view).as_deref(), Some("*/web"));
         view.apply(Action::Up, &model);
-        assert_eq!(selected(&view).as_deref(), Some("b/web"));
+        assert_eq!(selected(&view).as_deref(), Some("*/web"));
         view.apply(Action::Down, &model);
         view.apply(Action::Down, &model);
-        view.apply(Action::Down, &model);
-        assert_eq!(selected(&view).as_deref(), Some("a/db"));
+        assert_eq!(selected(&view).as_deref(), Some("*/db"));
         // The selection follows the watcher when the order changes.
         view.apply(Action::Sort(SortKey::Memory), &model);
-        assert_eq!(selected(&view).as_deref(), Some("a/db"));
+        assert_eq!(selected(&view).as_deref(), Some("*/db"));
 
+        // One node: its own watchers; the selected one stays selected if it has it.
         let node = |view: &View| view.query().node;
         view.apply(Action::NextNode, &model);
         assert_eq!(node(&view).as_deref(), Some("a"));
+        assert_eq!(selected(&view).as_deref(), Some("a/db"));
+        view.apply(Action::Down, &model);
+        assert_eq!(selected(&view).as_deref(), Some("a/web"));
         view.apply(Action::NextNode, &model);
         assert_eq!(node(&view).as_deref(), Some("b"));
         assert_eq!(selected(&view).as_deref(), Some("b/web"));
         view.apply(Action::NextNode, &model);
         assert_eq!(node(&view), None);
+        assert_eq!(selected(&view).as_deref(), Some("*/web"));
         view.apply(Action::PrevNode, &model);
         assert_eq!(node(&view).as_deref(), Some("b"));
         view.apply(Action::AllNodes, &model);
         assert_eq!(node(&view), None);
         assert_eq!(view.apply(Action::Quit, &model), Flow::Quit);
+    }
+
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
     }
 
     #[test]
@@ -764,16 +877,19 @@ mod tests {
         assert!(lines[4].starts_with("node-04 "), "{text}");
         assert_eq!(lines[5], "... and 7 more nodes (←→ to pick one)", "{text}");
         assert!(lines[6].starts_with("pool     12/12 up"), "{text}");
-        assert!(
-            lines[8].contains("NODE") && lines[8].contains("WATCHER"),
-            "{text}"
+        // All nodes: web once, on 12 nodes.
+        assert_eq!(
+            words(lines[8]),
+            ["WATCHER", "NODES", "PROCS", "CPU%", "MEM%", "RSS"]
         );
+        assert_eq!(words(lines[9])[..4], [">", "web", "12", "12"], "{text}");
         // A node picked from the end of the list is the one shown.
         view.apply(Action::PrevNode, &model);
         let text = screen(&view, &model, t0, 80, 24);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("node-11 "), "{text}");
         assert_eq!(lines[1], "... and 11 more nodes (←→ to pick one)", "{text}");
+        assert_eq!(words(lines[4])[..2], ["NODE", "WATCHER"], "{text}");
         assert!(
             lines[5].contains("node-11") && lines[5].contains("web"),
             "{text}"

@@ -1,12 +1,12 @@
 //! `nodetop` as a user sees it: in a real 80×24 terminal (a detached tmux
-//! session) against a live agent, and its errors when there is no agent or no
-//! terminal.
+//! session) against a live agent and against the nodes of a pool (`--pool`), and
+//! its errors when there is no agent, no terminal or a bad pool.
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ringmaster_tests::{bin_path, TestAgent, DEADLINE};
+use ringmaster_tests::{bin_path, NodeDef, TestAgent, TestPool, DEADLINE};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -82,6 +82,25 @@ impl Tmux {
             std::thread::sleep(Duration::from_millis(50)); // poll interval
         }
     }
+
+    /// Presses `q` and waits for the exit status the command wrote to `file`.
+    fn quit(&self, status_file: &Path) -> String {
+        self.run(&["send-keys", "-t", "top", "q"]);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(status) = std::fs::read_to_string(status_file) {
+                if status.ends_with('\n') {
+                    return status.trim().to_string();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodetop did not exit on 'q'; the screen:\n{}",
+                self.capture()
+            );
+            std::thread::sleep(Duration::from_millis(20)); // poll interval
+        }
+    }
 }
 
 impl Drop for Tmux {
@@ -151,22 +170,195 @@ async fn nodetop_shows_a_live_agent_in_an_80x24_terminal() {
     });
     eprintln!("after the agent stopped:\n{screen}");
 
-    tmux.run(&["send-keys", "-t", "top", "q"]);
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Ok(status) = std::fs::read_to_string(&status_file) {
-            if status.ends_with('\n') {
-                break status;
-            }
+    assert_eq!(tmux.quit(&status_file), "0", "nodetop's exit status");
+}
+
+/// The words of a screen line.
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// True when the screen has a node line for `node` that says it is up.
+fn node_up(screen: &str, node: &str) -> bool {
+    screen
+        .lines()
+        .any(|l| words(l).starts_with(&[node, "up", "cpu"]))
+}
+
+/// True when the watchers table (all nodes) has a row for `watcher` on `nodes`
+/// nodes with `processes` processes in all.
+fn watcher_total(screen: &str, watcher: &str, nodes: usize, processes: usize) -> bool {
+    let (nodes, processes) = (nodes.to_string(), processes.to_string());
+    screen.lines().any(|l| {
+        let words = words(l);
+        let words = words.strip_prefix(&[">"]).unwrap_or(&words);
+        words.starts_with(&[watcher, &nodes, &processes])
+    })
+}
+
+const POOL_NODES: [NodeDef<'static>; 3] = [
+    NodeDef {
+        name: "t-a",
+        labels: "zone = \"eu-1\"",
+    },
+    NodeDef {
+        name: "t-b",
+        labels: "zone = \"eu-1\"",
+    },
+    NodeDef {
+        name: "t-c",
+        labels: "zone = \"eu-2\"",
+    },
+];
+
+#[tokio::test]
+async fn nodetop_shows_every_node_of_a_pool_and_watcher_totals_across_them() {
+    if !Tmux::installed() {
+        eprintln!("skipping: tmux not installed");
+        return;
+    }
+    let pool = TestPool::start(
+        "top",
+        &POOL_NODES,
+        "stats_interval = 0.2",
+        "[watchers.w]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n",
+    );
+    for agent in &pool.agents {
+        agent.wait_pids("w", 2).await;
+    }
+
+    let status_file = pool.dir().join("nodetop.status");
+    let command = format!(
+        "{} --pools {} --pool top --refresh 0.2; echo $? > {}",
+        quote(&bin_path("nodetop")),
+        quote(&pool.pools_file()),
+        quote(&status_file)
+    );
+    let mut tmux = Tmux::new("nodetop-pool");
+    tmux.start(&command);
+    let screen = tmux.wait_screen("3 nodes up and w with 6 processes on 3 nodes", |screen| {
+        ["t-a", "t-b", "t-c"].iter().all(|n| node_up(screen, n))
+            && screen
+                .lines()
+                .any(|l| l.starts_with("pool ") && l.contains("3/3 up"))
+            && watcher_total(screen, "w", 3, 6)
+            && screen.contains("w on 3 nodes: 6 processes")
+    });
+    eprintln!("nodetop --pool at 80x24:\n{screen}");
+    assert_eq!(screen.lines().count(), 24, "{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
+    // Every process of w, on whichever node, is listed.
+    for agent in &pool.agents {
+        for pid in agent.pids("w").await {
+            assert!(screen.contains(&pid.to_string()), "pid {pid}:\n{screen}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "nodetop did not exit on 'q'; the screen:\n{}",
-            tmux.capture()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Right: one node's watchers, as for a single agent.
+    tmux.run(&["send-keys", "-t", "top", "Right"]);
+    let screen = tmux.wait_screen("the watchers of t-a alone", |screen| {
+        screen.contains("w on t-a: 2 processes")
+            && screen
+                .lines()
+                .any(|l| words(l).starts_with(&[">", "t-a", "w", "2"]))
+    });
+    eprintln!("node t-a selected:\n{screen}");
+    assert_eq!(tmux.quit(&status_file), "0", "nodetop's exit status");
+}
+
+#[tokio::test]
+async fn nodetop_lists_a_pool_node_that_is_down_and_shows_the_others() {
+    if !Tmux::installed() {
+        eprintln!("skipping: tmux not installed");
+        return;
+    }
+    let pool = TestPool::start(
+        "top",
+        &POOL_NODES,
+        "stats_interval = 0.2",
+        "[watchers.w]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n",
+    );
+    for agent in &pool.agents {
+        agent.wait_pids("w", 2).await;
+    }
+    // t-x, in zone eu-1 too, has no agent at all.
+    let mut pools = std::fs::read_to_string(pool.pools_file()).unwrap();
+    let gone = pool.dir().join("t-x");
+    pools.push_str(&format!(
+        "\n[[pools.top.nodes]]\nname = \"t-x\"\ncontrol = \"ipc://{0}/control.sock\"\n\
+         pubsub = \"ipc://{0}/pubsub.sock\"\nlabels = {{ zone = \"eu-1\" }}\n",
+        gone.display()
+    ));
+    let pools_file = pool.dir().join("pools-with-t-x.toml");
+    std::fs::write(&pools_file, pools).unwrap();
+
+    let status_file = pool.dir().join("nodetop.status");
+    let command = format!(
+        "{} --pools {} --pool top --where zone=eu-1 --refresh 0.2; echo $? > {}",
+        quote(&bin_path("nodetop")),
+        quote(&pools_file),
+        quote(&status_file)
+    );
+    let mut tmux = Tmux::new("nodetop-down");
+    tmux.start(&command);
+    let screen = tmux.wait_screen("t-a and t-b up, t-x without data", |screen| {
+        node_up(screen, "t-a")
+            && node_up(screen, "t-b")
+            && screen.contains("no data from t-x for")
+            && watcher_total(screen, "w", 2, 4)
+    });
+    eprintln!("nodetop --where zone=eu-1 with t-x down:\n{screen}");
+    assert!(!screen.contains("t-c"), "t-c is in zone eu-2:\n{screen}");
+    assert!(
+        screen.lines().any(|l| l.starts_with("t-x: ")),
+        "t-x's problem:\n{screen}"
+    );
+    assert_eq!(tmux.quit(&status_file), "0", "nodetop's exit status");
+}
+
+#[test]
+fn nodetop_with_a_bad_pool_says_why_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let pools = dir.path().join("pools.toml");
+    std::fs::write(
+        &pools,
+        "[pools.top]\n[[pools.top.nodes]]\nname = \"t-a\"\ncontrol = \"ipc:///nonexistent/c\"\n\
+         pubsub = \"ipc:///nonexistent/p\"\nlabels = { zone = \"eu-1\" }\n",
+    )
+    .unwrap();
+    let nodetop = |args: &[&str]| {
+        Command::new(bin_path("nodetop"))
+            .arg("--pools")
+            .arg(&pools)
+            .args(args)
+            .env_remove("RINGMASTER_POOL")
+            .output()
+            .unwrap()
     };
-    assert_eq!(status.trim(), "0", "nodetop's exit status");
+    for (args, expected) in [
+        (&["--pool", "nope"][..], "no pool 'nope'"),
+        (&["--pool", "top", "--node", "t-z"][..], "no node 't-z'"),
+        (&["--pool", "top", "--where", "zone=us-1"][..], "zone=us-1"),
+        (&["--pool", "top", "--where", "zone"][..], "LABEL=VALUE"),
+    ] {
+        let out = nodetop(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("nodetop: ") && err.contains(expected),
+            "{args:?}: {err}"
+        );
+    }
+    let out = Command::new(bin_path("nodetop"))
+        .args(["--pools", "/nonexistent/pools.toml", "--pool", "top"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/pools.toml"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]
@@ -203,7 +395,13 @@ async fn nodetop_without_an_agent_or_a_terminal_says_why_and_exits_1() {
         "--endpoint",
         "--pubsub",
         "--refresh",
+        "--pool",
+        "--pools",
+        "--node",
+        "--where",
         "RINGMASTER_ENDPOINT",
+        "RINGMASTER_POOL",
+        "nodemeta",
         "Keys:",
     ] {
         assert!(help.contains(word), "{word} missing from --help:\n{help}");

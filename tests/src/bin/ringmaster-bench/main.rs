@@ -21,7 +21,11 @@
 //!    with 1000);
 //! 6. what live statistics cost: the agent's CPU averaged over 30 s and its memory
 //!    with 1000 processes sampled every second (targets: ≤ 3% of a core, ≤ 30 MB),
-//!    against the same agent with statistics off.
+//!    against the same agent with statistics off;
+//! 7. a pool of 50 agents with 100 processes each (see [`pool`]): `nodectl --pool`
+//!    status fan-out wall time (target: p50 ≤ 50 ms), and `nodemeta` relaying all
+//!    of their statistics: its CPU (target: ≤ 10% of a core) and the delay to its
+//!    subscribers (target: p99 ≤ 20 ms), against a direct subscriber.
 //!
 //! `--quick` scales the counts down for a smoke run. The exit code is 0 when every
 //! phase ran, whether or not the targets were met (this is a report), and 1 when a
@@ -31,6 +35,8 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+mod pool;
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -45,11 +51,12 @@ ringmaster-bench: measure nodeagent and nodectl against Ringmaster's performance
 Usage: ringmaster-bench [--quick]
 
 Options:
-  --quick     scale counts down for a smoke run (100 spawns, 20 kills, 1000 requests)
+  --quick     scale counts down for a smoke run (100 spawns, 20 kills, 1000 requests,
+              a pool of 10 agents)
   -h, --help  print this help
 
 Build in release first: cargo build --release --workspace && target/release/ringmaster-bench
-The nodeagent and nodectl binaries are taken from this binary's directory, or from
+The nodeagent, nodectl and nodemeta binaries are taken from this binary's directory, or from
 $RINGMASTER_BIN_DIR. The agents log at RUST_LOG=info unless RUST_LOG is set.
 Exit code: 0 when every phase ran (targets met or not), 1 when a phase failed, 2 on bad usage.";
 
@@ -81,6 +88,8 @@ struct Scale {
     requests: u32,
     /// `nodectl status` runs timed.
     nodectl_runs: u32,
+    /// The pool phase.
+    pool: pool::PoolScale,
     /// Whether this is a `--quick` run.
     quick: bool,
 }
@@ -91,6 +100,12 @@ impl Scale {
         kills: 100,
         requests: 10_000,
         nodectl_runs: 20,
+        pool: pool::PoolScale {
+            nodes: 50,
+            processes: 100,
+            fanout_runs: 30,
+            window: Duration::from_secs(30),
+        },
         quick: false,
     };
     const QUICK: Scale = Scale {
@@ -98,6 +113,12 @@ impl Scale {
         kills: 20,
         requests: 1000,
         nodectl_runs: 20,
+        pool: pool::PoolScale {
+            nodes: 10,
+            processes: 10,
+            fanout_runs: 10,
+            window: Duration::from_secs(5),
+        },
         quick: true,
     };
 }
@@ -173,6 +194,9 @@ fn run(scale: Scale) -> Result<Report> {
         if let Err(e) = stats_phase(scale, &mut report).await {
             report.fail("statistics cost phase", &e);
         }
+        if let Err(e) = pool::pool_phase(scale.pool, &mut report).await {
+            report.fail("pool phase", &e);
+        }
     });
     Ok(report)
 }
@@ -231,6 +255,10 @@ fn print_header(scale: Scale, agent_bin: &std::path::Path) {
     println!(
         "          6. agent CPU and memory with {} processes, stats every 1 s vs off",
         scale.spawns
+    );
+    println!(
+        "          7. a pool of {} agents x {} processes: nodectl --pool fan-out, nodemeta relay",
+        scale.pool.nodes, scale.pool.processes
     );
     println!("machine:  {cpus} CPUs ({model}), Linux {kernel}");
     println!(

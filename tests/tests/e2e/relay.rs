@@ -1,0 +1,385 @@
+//! `nodemeta` against a pool of real agents: relayed stats and events (bodies
+//! unchanged), `stat.pool` totals, a killed agent going stale and coming back, and a
+//! node that is down when nodemeta starts.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringmaster_protocol::stats::{NodeState, PoolStats, Stat, StatKind, POOL_TOPIC};
+use ringmaster_protocol::transport::Subscriber;
+use ringmaster_protocol::{Codec, Command as Cmd, Event, EventKind};
+use ringmaster_tests::{bin_path, NodeDef, TestPool, DEADLINE};
+
+const NODES: [NodeDef<'static>; 3] = [
+    NodeDef {
+        name: "r-a",
+        labels: "zone = \"eu-1\"",
+    },
+    NodeDef {
+        name: "r-b",
+        labels: "zone = \"eu-1\"",
+    },
+    NodeDef {
+        name: "r-c",
+        labels: "zone = \"eu-2\"",
+    },
+];
+
+const WATCHERS: &str = "[watchers.w]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n";
+
+fn start_pool() -> TestPool {
+    TestPool::start("t", &NODES, "stats_interval = 0.2", WATCHERS)
+}
+
+/// A running `nodemeta`, stopped (SIGTERM, then SIGKILL) on drop; its log is
+/// printed when the test failed.
+struct NodeMeta {
+    child: Option<Child>,
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl NodeMeta {
+    /// Starts `nodemeta` for `pool`, publishing on an ipc endpoint in the pool's dir.
+    fn start(pool: &TestPool) -> NodeMeta {
+        let endpoint = format!("ipc://{}/meta.pub", pool.dir().display());
+        let log = pool.dir().join("nodemeta.log");
+        let stderr = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let child = Command::new(bin_path("nodemeta"))
+            .arg("--pools")
+            .arg(pool.pools_file())
+            .args(["--pool", &pool.name, "--pubsub", &endpoint])
+            .args(["--interval", "0.2", "-v"])
+            .env_remove("RINGMASTER_POOLS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nodemeta: {e}"));
+        NodeMeta {
+            child: Some(child),
+            endpoint,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Subscribes to nodemeta's endpoint, retrying until it is bound.
+    async fn subscribe(&mut self, prefixes: &[&str]) -> Subscriber {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("nodemeta exited at start ({status}):\n{}", self.log());
+            }
+            match Subscriber::connect(&self.endpoint, prefixes, Duration::from_millis(500)).await {
+                Ok(sub) => return sub,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "cannot subscribe to nodemeta at {} within {DEADLINE:?}: {e}",
+                    self.endpoint
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for NodeMeta {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5)); // poll interval
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- log of nodemeta ----\n{}", self.log());
+        }
+    }
+}
+
+/// Reads relayed messages until `pick` returns something; an error says why not
+/// (timeout after [`DEADLINE`], or a broken subscription).
+async fn next_where<T>(
+    sub: &mut Subscriber,
+    mut pick: impl FnMut(&str, &[u8]) -> Option<T>,
+) -> Result<T, String> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match tokio::time::timeout_at(deadline, sub.recv()).await {
+            Ok(Ok((topic, body))) => {
+                if let Some(found) = pick(&topic, &body) {
+                    return Ok(found);
+                }
+            }
+            Ok(Err(e)) => return Err(format!("the subscription to nodemeta failed: {e}")),
+            Err(_) => return Err(format!("timed out after {DEADLINE:?}")),
+        }
+    }
+}
+
+/// The pool totals in a `stat.pool` message (None for other topics).
+fn pool_stats(topic: &str, body: &[u8]) -> Option<PoolStats> {
+    if topic != POOL_TOPIC {
+        return None;
+    }
+    let stat: Stat = Codec::default().decode(body).unwrap();
+    assert_eq!(stat.node, "t", "stat.pool names the pool");
+    assert!(stat.seq > 0 && stat.time > 0.0, "{stat:?}");
+    match stat.kind {
+        StatKind::Pool(pool) => {
+            assert!((pool.interval - 0.2).abs() < 1e-9, "{pool:?}");
+            Some(pool)
+        }
+        other => panic!("stat.pool carries {other:?}"),
+    }
+}
+
+/// The node named in a relayed host stats message (`stat.<node>`), checking that the
+/// body decodes and names the node of its topic.
+fn host_node(topic: &str, body: &[u8]) -> Option<String> {
+    let rest = topic.strip_prefix("stat.")?;
+    if rest.contains('.') || topic == POOL_TOPIC {
+        return None;
+    }
+    let stat: Stat = Codec::default().decode(body).unwrap();
+    assert!(matches!(stat.kind, StatKind::Host(_)), "{topic}: {stat:?}");
+    assert_eq!(stat.node, rest, "{topic} carries another node's stats");
+    Some(stat.node)
+}
+
+fn state(pool: &PoolStats, node: &str) -> NodeState {
+    pool.nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map_or_else(|| panic!("{node} missing from {pool:?}"), |n| n.state)
+}
+
+fn states(pool: &PoolStats) -> Vec<(String, NodeState)> {
+    pool.nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.state))
+        .collect()
+}
+
+fn watcher_processes(pool: &PoolStats, name: &str) -> Option<u32> {
+    pool.watchers
+        .iter()
+        .find(|w| w.name == name)
+        .map(|w| w.processes)
+}
+
+/// Waits until the host stats of every node in `nodes` have been relayed.
+async fn wait_hosts(sub: &mut Subscriber, nodes: &[&str], what: &str) {
+    let mut seen = BTreeSet::new();
+    next_where(sub, |topic, body| {
+        let node = host_node(topic, body)?;
+        if nodes.contains(&node.as_str()) {
+            seen.insert(node);
+        }
+        (seen.len() == nodes.len()).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} waiting for {what}; host stats seen from {seen:?}"));
+}
+
+#[tokio::test]
+async fn relays_a_pool_and_follows_a_node_that_dies_and_returns() {
+    let mut pool = start_pool();
+    for agent in &pool.agents {
+        agent.wait_pids("w", 2).await;
+    }
+    // Straight from r-a, to compare bodies byte for byte with what nodemeta relays.
+    let mut direct = pool.agent("r-a").subscribe("stat.r-a").await;
+    let mut meta = NodeMeta::start(&pool);
+    let mut sub = meta.subscribe(&["stat.", "event."]).await;
+    let codec = Codec::default();
+
+    // Host stats of every node arrive, relayed unchanged.
+    let mut hosts = BTreeSet::new();
+    let mut relayed_a = Vec::new();
+    next_where(&mut sub, |topic, body| {
+        let node = host_node(topic, body)?;
+        if node == "r-a" {
+            let stat: Stat = codec.decode(body).unwrap();
+            relayed_a.push((stat.seq, body.to_vec()));
+        }
+        hosts.insert(node);
+        (hosts.len() == 3).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} waiting for the host stats of 3 nodes; saw {hosts:?}"));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (topic, body) = tokio::time::timeout_at(deadline, direct.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("none of the relayed stat.r-a bodies {relayed_a:?} was seen from r-a")
+            })
+            .unwrap();
+        if topic != "stat.r-a" {
+            continue;
+        }
+        let stat: Stat = codec.decode(&body).unwrap();
+        if let Some((_, relayed)) = relayed_a.iter().find(|(seq, _)| *seq == stat.seq) {
+            assert_eq!(&relayed[..], &body[..], "nodemeta changed the body");
+            break;
+        }
+    }
+    drop(direct);
+
+    // Pool totals: 3 nodes up, 2 processes each, all in watcher w.
+    let mut last = None;
+    next_where(&mut sub, |topic, body| {
+        let totals = pool_stats(topic, body)?;
+        let done = totals.nodes.iter().all(|n| n.state == NodeState::Up)
+            && totals.processes == 6
+            && watcher_processes(&totals, "w") == Some(6)
+            && totals.cpus > 0
+            && totals.memory_total > 0;
+        last = Some(totals);
+        done.then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!("{e} waiting for 3 nodes up with 6 processes; last stat.pool: {last:#?}")
+    });
+    let last = last.unwrap();
+    assert_eq!(
+        last.nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        ["r-a", "r-b", "r-c"]
+    );
+    assert!(last.nodes.iter().all(|n| n.silent_for.is_some()));
+
+    // An event on one agent comes through nodemeta.
+    pool.agent("r-b")
+        .call(Cmd::Incr {
+            name: "w".into(),
+            nb: 1,
+        })
+        .await;
+    let event = next_where(&mut sub, |topic, body| {
+        (topic == "event.r-b.w.spawn").then(|| {
+            let event: Event = codec.decode(body).unwrap();
+            assert_eq!(event.topic(), topic);
+            event
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} waiting for event.r-b.w.spawn through nodemeta"));
+    assert_eq!(event.node, "r-b");
+    assert!(matches!(event.kind, EventKind::Spawn { .. }), "{event:?}");
+
+    // r-c dies without a word: stale within a few intervals, the others stay up.
+    let orphans = pool.agent("r-c").pids("w").await;
+    pool.agent_mut("r-c").kill9();
+    for pid in orphans {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let mut last = None;
+    let stale = next_where(&mut sub, |topic, body| {
+        let totals = pool_stats(topic, body)?;
+        let done = state(&totals, "r-c") == NodeState::Stale
+            && state(&totals, "r-a") == NodeState::Up
+            && state(&totals, "r-b") == NodeState::Up;
+        last = Some(states(&totals));
+        done.then_some(totals)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} waiting for r-c stale and r-a, r-b up; last: {last:?}"));
+    let silent = stale.nodes[2].silent_for.unwrap_or_default();
+    assert!(silent >= 0.5, "r-c stale after only {silent}s of silence");
+    assert_eq!(
+        stale.processes, 5,
+        "the totals count only the nodes that are up: {stale:?}"
+    );
+    wait_hosts(
+        &mut sub,
+        &["r-a", "r-b"],
+        "r-a and r-b stats while r-c is stale",
+    )
+    .await;
+
+    // r-c restarts: up again, and its stats flow through nodemeta again.
+    pool.agent_mut("r-c").launch();
+    let mut host_c = false;
+    let mut up_c = false;
+    next_where(&mut sub, |topic, body| {
+        if host_node(topic, body).as_deref() == Some("r-c") {
+            host_c = true;
+        }
+        if let Some(totals) = pool_stats(topic, body) {
+            up_c = state(&totals, "r-c") == NodeState::Up;
+        }
+        (host_c && up_c).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!("{e} waiting for r-c back: host stats relayed {host_c}, up in stat.pool {up_c}")
+    });
+}
+
+#[tokio::test]
+async fn a_node_down_at_start_is_reported_down_and_the_others_relayed() {
+    let mut pool = start_pool();
+    pool.agent_mut("r-c").stop();
+    for name in ["r-a", "r-b"] {
+        pool.agent(name).wait_pids("w", 2).await;
+    }
+    let mut meta = NodeMeta::start(&pool);
+    let mut sub = meta.subscribe(&["stat."]).await;
+
+    wait_hosts(&mut sub, &["r-a", "r-b"], "r-a and r-b stats with r-c down").await;
+    let mut last = None;
+    let totals = next_where(&mut sub, |topic, body| {
+        let totals = pool_stats(topic, body)?;
+        let done = state(&totals, "r-a") == NodeState::Up
+            && state(&totals, "r-b") == NodeState::Up
+            && totals.processes == 4
+            && watcher_processes(&totals, "w") == Some(4);
+        last = Some(totals.clone());
+        done.then_some(totals)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} waiting for r-a and r-b up with 4 processes; last: {last:#?}"));
+    let c = &totals.nodes[2];
+    assert_eq!(c.name, "r-c");
+    assert_eq!(c.state, NodeState::Down, "{totals:?}");
+    assert_eq!(c.silent_for, None, "never heard from");
+
+    // Once its agent starts, the node is up and counted.
+    pool.agent_mut("r-c").launch();
+    let mut last = None;
+    next_where(&mut sub, |topic, body| {
+        let totals = pool_stats(topic, body)?;
+        let done = totals.nodes.iter().all(|n| n.state == NodeState::Up)
+            && totals.processes == 6
+            && watcher_processes(&totals, "w") == Some(6);
+        last = Some(states(&totals));
+        done.then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} waiting for r-c up and 6 processes; last: {last:?}"));
+}
