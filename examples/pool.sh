@@ -40,7 +40,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-run() { echo; echo "\$ nodectl --pool demo $*"; "$bin/nodectl" --pool demo "$@"; }
+run() { echo; printf "$ nodectl --pool demo"; printf " %q" "$@"; echo; "$bin/nodectl" --pool demo "$@"; }
 run nodes
 run status
 run add web -n 4 --strategy spread:zone --dry-run --cmd "sleep 3600"

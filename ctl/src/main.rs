@@ -13,7 +13,8 @@ mod pool;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ringmaster_meta::Strategy;
 use ringmaster_protocol::transport::{Client, ClientError};
 use ringmaster_protocol::{Command, OptionMap, OptionValue, Signal};
@@ -309,7 +310,17 @@ nodectl --pool prod add worker --start -n 6 --strategy spread:zone --cmd 'python
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // An explicit --endpoint wins over a pool that only comes from $RINGMASTER_POOL.
+    if matches.value_source("pool") == Some(ValueSource::EnvVariable)
+        && matches.value_source("endpoint") == Some(ValueSource::CommandLine)
+    {
+        cli.pool = None;
+    }
     if let Some(target) = pool_target(&cli) {
         return run_pool(target, cli);
     }
@@ -683,7 +694,6 @@ fn shlex_quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_consistent() {

@@ -421,3 +421,27 @@ async fn stats_nodes_and_listen_aggregate_across_nodes() {
         "messages from several nodes: {seen:?}\n{text}"
     );
 }
+
+#[tokio::test]
+async fn an_explicit_endpoint_wins_over_a_pool_from_the_environment() {
+    let pool = TestPool::start("envpool", &NODES[..2], "", SLEEPER);
+    let agent = pool.agent("p-a");
+    let run = |args: &[&str]| {
+        std::process::Command::new(ringmaster_tests::bin_path("nodectl"))
+            .env("RINGMASTER_POOLS", pool.pools_file())
+            .env("RINGMASTER_POOL", "envpool")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["numwatchers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("NODE"),
+        "the pool from the environment: {}",
+        stdout(&out)
+    );
+    let out = run(&["--endpoint", &agent.control, "numwatchers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "1", "one agent, no NODE column");
+}
