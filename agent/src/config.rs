@@ -649,40 +649,12 @@ impl Config {
 /// binds unless `insecure` (Ringmaster's control endpoint changes what runs on the
 /// host; without keys it belongs on loopback or ipc only).
 pub fn check_endpoint(endpoint: &str, insecure: bool) -> Result<(), String> {
-    if let Some(path) = endpoint.strip_prefix("ipc://") {
-        if path.is_empty() {
-            return Err("ipc endpoint has no path".into());
-        }
-        return Ok(());
-    }
-    let Some(rest) = endpoint.strip_prefix("tcp://") else {
-        return Err(format!(
-            "unsupported endpoint '{endpoint}': use tcp://HOST:PORT or ipc:///path"
-        ));
-    };
-    let Some((host, port)) = rest.rsplit_once(':') else {
-        return Err(format!(
-            "endpoint '{endpoint}' has no port: use tcp://HOST:PORT"
-        ));
-    };
-    if port.parse::<u16>().is_err() {
-        return Err(format!(
-            "endpoint '{endpoint}' has an invalid port '{port}'"
-        ));
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback && !insecure {
-        return Err(format!(
-            "'{endpoint}' is not a loopback address; without keys the agent binds only \
-             loopback or ipc:// endpoints. Put the agent behind a private network and set \
-             `insecure = true` in [agent] to bind it anyway"
-        ));
-    }
-    Ok(())
+    ringmaster_protocol::endpoint::check_bind(
+        endpoint,
+        insecure,
+        "set `insecure = true` in [agent]",
+    )
+    .map(|_| ())
 }
 
 fn default_node_name() -> String {

@@ -287,7 +287,14 @@ nodectl --pool prod add worker --start -n 6 --strategy spread:zone --cmd 'python
     Nodes,
     /// Run a shell command line on the node (`/bin/sh -c`); needs `allow_exec =
     /// true` in the agent's config. Exits with the command's exit code.
-    #[command(after_help = "Example: nodectl exec --exec-timeout 10 -- df -h /")]
+    ///
+    /// On a pool: runs on every targeted node, prints each output line prefixed with
+    /// the node's name and a table of exit codes; `{{node}}`, `{{first}}` (the
+    /// first targeted node) and `{{label.NAME}}` are replaced per node.
+    #[command(
+        after_help = "Examples:\n  nodectl exec --exec-timeout 10 -- df -h /\n  \
+nodectl --pool prod exec -- 'echo {{node}} in {{label.zone}}; uptime'"
+    )]
     Exec {
         /// Seconds the command may run before its process group is killed.
         #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use ringmaster_protocol::endpoint::Endpoint;
 use ringmaster_protocol::names;
 use serde::Deserialize;
 use toml::Spanned;
@@ -307,19 +308,12 @@ fn check_pool(name: &str, raw: RawPool, text: &str, path: &Path) -> Result<Pool,
 }
 
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let ok = match endpoint.split_once("://") {
-        Some(("tcp", rest)) => rest.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-        }),
-        Some(("ipc", rest)) => !rest.is_empty(),
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "endpoint '{endpoint}' is not tcp://HOST:PORT or ipc:///PATH"
-        ))
+    match Endpoint::parse(endpoint) {
+        Ok(Endpoint::Tcp { port: 0, .. }) => Err(format!(
+            "endpoint '{endpoint}' has port 0: give the agent's real port"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -101,46 +101,7 @@ pub enum RelayError {
 /// on a loopback address (127.0.0.0/8, `::1`, `localhost`) unless `insecure`. The
 /// error says what is wrong and how to proceed.
 pub fn check_bind_endpoint(endpoint: &str, insecure: bool) -> Result<(), String> {
-    if let Some(path) = endpoint.strip_prefix("ipc://") {
-        if path.is_empty() {
-            return Err(format!("'{endpoint}' has no path: use ipc:///PATH"));
-        }
-        return Ok(());
-    }
-    let Some(rest) = endpoint.strip_prefix("tcp://") else {
-        return Err(format!(
-            "unsupported endpoint '{endpoint}': use tcp://HOST:PORT or ipc:///PATH"
-        ));
-    };
-    let Some((host, port)) = rest.rsplit_once(':') else {
-        return Err(format!(
-            "endpoint '{endpoint}' has no port: use tcp://HOST:PORT"
-        ));
-    };
-    if port.parse::<u16>().is_err() {
-        return Err(format!(
-            "endpoint '{endpoint}' has an invalid port '{port}'"
-        ));
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!(
-            "endpoint '{endpoint}' has no host: use tcp://HOST:PORT"
-        ));
-    }
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback && !insecure {
-        return Err(format!(
-            "'{endpoint}' is not a loopback address: nodemeta republishes every event, \
-             statistic and log line of the pool without keys, so it binds only loopback \
-             (127.0.0.1, ::1, localhost) or ipc:// endpoints. Keep it on a private network \
-             and pass --insecure to bind it anyway"
-        ));
-    }
-    Ok(())
+    ringmaster_protocol::endpoint::check_bind(endpoint, insecure, "pass --insecure").map(|_| ())
 }
 
 /// What a topic is, read from the topic alone (bodies are not looked at).

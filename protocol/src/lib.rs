@@ -10,6 +10,8 @@
 //! - [`codec`]: the one place where frames are encoded and decoded, with the protocol
 //!   version and the maximum frame size (sealing with keys will live there too);
 //! - [`names`]: the rules for node and watcher names, which appear in topics;
+//! - [`endpoint`]: the endpoints Ringmaster binds and connects to, and which stay
+//!   on the host;
 //! - `transport` (feature `transport`, on by default): async ZeroMQ helpers, a DEALER
 //!   [`transport::Client`] with per-request timeouts, the agent's ROUTER
 //!   [`transport::ControlServer`], a [`transport::Publisher`] and a
@@ -19,6 +21,7 @@
 //! watcher options as [`OptionValue`] maps; only the agent maps them to the OS.
 
 pub mod codec;
+pub mod endpoint;
 pub mod event;
 pub mod message;
 pub mod names;

@@ -206,6 +206,25 @@ async fn placement_strategies_choose_the_right_nodes() {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     }
 
+    // least-loaded: the three agents share this host, so their load per CPU is the
+    // same (the kernel updates it every 5 s; the snapshots are taken within
+    // milliseconds) and the tie goes to the fewest processes: p-b.
+    let out = pool.nodectl(&[
+        "--json",
+        "add",
+        "job",
+        "-n",
+        "1",
+        "--strategy",
+        "least-loaded",
+        "--dry-run",
+        "--cmd",
+        "sleep 1000",
+    ]);
+    let plan = json(&out);
+    assert_eq!(plan["placements"][0]["node"], "p-b", "{plan}");
+    assert_eq!(plan["placements"].as_array().unwrap().len(), 1, "{plan}");
+
     // --dry-run changes nothing and says why.
     let out = pool.nodectl(&[
         "add",

@@ -1,0 +1,156 @@
+//! ZeroMQ endpoints as Ringmaster accepts them: `tcp://HOST:PORT` (IPv4, IPv6 in
+//! brackets, or a name) and `ipc:///PATH`, and whether one stays on this host.
+//!
+//! Everything that binds (the agent, `nodemeta`) refuses a routable address unless
+//! told it is on a private network, because the control protocol has no keys yet;
+//! everything that connects (pools files) checks the shape. Both use [`Endpoint`].
+
+use std::fmt;
+
+/// A parsed endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `ipc:///PATH`: a unix socket, private to the host (and its file permissions).
+    Ipc(String),
+    /// `tcp://HOST:PORT`.
+    Tcp {
+        /// Host name or address, without IPv6 brackets.
+        host: String,
+        /// Port (0: any, for binds).
+        port: u16,
+    },
+}
+
+/// Why an endpoint is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("endpoint '{endpoint}' {reason}")]
+pub struct EndpointError {
+    /// The endpoint as given.
+    pub endpoint: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Endpoint {
+    /// Parses `tcp://HOST:PORT` or `ipc:///PATH`.
+    pub fn parse(endpoint: &str) -> Result<Endpoint, EndpointError> {
+        let fail = |reason: &str| EndpointError {
+            endpoint: endpoint.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(path) = endpoint.strip_prefix("ipc://") {
+            if path.is_empty() {
+                return Err(fail("has no path: use ipc:///PATH"));
+            }
+            return Ok(Endpoint::Ipc(path.to_string()));
+        }
+        let Some(rest) = endpoint.strip_prefix("tcp://") else {
+            return Err(fail("is not tcp://HOST:PORT or ipc:///PATH"));
+        };
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return Err(fail("has no port: use tcp://HOST:PORT"));
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| fail("has an invalid port: use tcp://HOST:PORT"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(fail("has no host: use tcp://HOST:PORT"));
+        }
+        Ok(Endpoint::Tcp {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// True when only this host can reach it: ipc, or TCP on a loopback address
+    /// (127.0.0.0/8, `::1`, `localhost`).
+    pub fn is_host_private(&self) -> bool {
+        match self {
+            Endpoint::Ipc(_) => true,
+            Endpoint::Tcp { host, .. } => {
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Ipc(path) => write!(f, "ipc://{path}"),
+            Endpoint::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp://[{host}]:{port}")
+            }
+            Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+        }
+    }
+}
+
+/// Checks an endpoint something is about to bind: it must parse, and unless
+/// `insecure` it must stay on this host. `how_to_allow` ends the error message for a
+/// routable address (e.g. "set `insecure = true` in [agent]").
+pub fn check_bind(endpoint: &str, insecure: bool, how_to_allow: &str) -> Result<Endpoint, String> {
+    let parsed = Endpoint::parse(endpoint).map_err(|e| e.to_string())?;
+    if !insecure && !parsed.is_host_private() {
+        return Err(format!(
+            "'{endpoint}' is not a loopback address; without keys Ringmaster binds only \
+             loopback or ipc:// endpoints. Keep it on a private network and {how_to_allow} \
+             to bind it anyway"
+        ));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_tcp_ipc_and_ipv6() {
+        assert_eq!(
+            Endpoint::parse("tcp://10.0.0.5:5555").unwrap(),
+            Endpoint::Tcp {
+                host: "10.0.0.5".into(),
+                port: 5555
+            }
+        );
+        let v6 = Endpoint::parse("tcp://[::1]:7").unwrap();
+        assert!(v6.is_host_private());
+        assert_eq!(v6.to_string(), "tcp://[::1]:7");
+        assert!(Endpoint::parse("ipc:///run/a.sock")
+            .unwrap()
+            .is_host_private());
+        assert!(!Endpoint::parse("tcp://10.0.0.5:1")
+            .unwrap()
+            .is_host_private());
+        assert!(Endpoint::parse("tcp://localhost:1")
+            .unwrap()
+            .is_host_private());
+        for bad in [
+            "10.0.0.5:5555",
+            "tcp://host",
+            "tcp://:5",
+            "tcp://h:99999",
+            "ipc://",
+            "udp://h:1",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn binds_refuse_routable_addresses_unless_insecure() {
+        let err = check_bind("tcp://0.0.0.0:5555", false, "pass --insecure").unwrap_err();
+        assert!(
+            err.contains("not a loopback") && err.ends_with("pass --insecure to bind it anyway"),
+            "{err}"
+        );
+        assert!(check_bind("tcp://0.0.0.0:5555", true, "x").is_ok());
+        assert!(check_bind("tcp://127.0.0.2:0", false, "x").is_ok());
+    }
+}
