@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ringmaster_protocol::stats::{Stat, StatKind};
+use ringmaster_protocol::stats::{NodeState, Stat, StatKind};
 use ringmaster_protocol::transport::{Client, Published, Subscriber, TransportError};
 use ringmaster_protocol::{Command, Event, EventKind, Response};
 use tokio::sync::mpsc;
@@ -230,6 +230,33 @@ fn stat_details(stat: &Stat) -> String {
             p.threads,
             human_duration(p.age)
         ),
+        StatKind::Pool(pool) => {
+            let up = pool
+                .nodes
+                .iter()
+                .filter(|n| n.state == NodeState::Up)
+                .count();
+            let others: Vec<String> = pool
+                .nodes
+                .iter()
+                .filter(|n| n.state != NodeState::Up)
+                .map(|n| format!("{}={}", n.name, n.state))
+                .collect();
+            format!(
+                "pool={} up={up}/{} processes={} cpu={:.1}% mem={}/{}{}",
+                stat.node,
+                pool.nodes.len(),
+                pool.processes,
+                pool.cpu,
+                human_bytes(pool.memory_used),
+                human_bytes(pool.memory_total),
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", others.join(" "))
+                }
+            )
+        }
         _ => String::new(),
     }
 }

@@ -305,14 +305,20 @@ nodectl --pool prod exec -- 'echo {{node}} in {{label.zone}}; uptime'"
     },
     /// Print events and statistics as they are published, until interrupted.
     ///
-    /// Asks the agent where it publishes, then subscribes. Prefixes filter by
-    /// topic: `event.` (all events), `stat.NODE.WATCHER`, `event.NODE.web.reap`...
+    /// Asks the agent where it publishes, then subscribes (on a pool: to every
+    /// targeted node; with --pubsub: to those publish endpoints, e.g. a nodemeta
+    /// relay). Prefixes filter by topic: `event.` (all events), `stat.NODE.WATCHER`,
+    /// `event.NODE.web.reap`, `stat.pool` (nodemeta's pool totals)...
     Listen {
         /// Topic prefixes (default: everything).
         prefixes: Vec<String>,
         /// Stop after this many messages.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
+        /// Subscribe to this publish endpoint directly (repeatable), e.g. a
+        /// nodemeta relay, instead of asking --endpoint.
+        #[arg(long, value_name = "URL")]
+        pubsub: Vec<String>,
     },
 }
 
@@ -332,11 +338,20 @@ fn main() -> ExitCode {
         return run_pool(target, cli);
     }
     let json = cli.json;
-    if let Sub::Listen { prefixes, count } = &cli.command {
+    if let Sub::Listen {
+        prefixes,
+        count,
+        pubsub,
+    } = &cli.command
+    {
         let timeout = cli
             .timeout
             .filter(|t| t.is_finite() && *t > 0.0)
             .map_or(QUERY_TIMEOUT, Duration::from_secs_f64);
+        if !pubsub.is_empty() {
+            let endpoints = pubsub.iter().map(|p| (p.clone(), p.clone())).collect();
+            return listen::run_pool(endpoints, timeout, prefixes, *count, json);
+        }
         return listen::run(&cli.endpoint, timeout, prefixes, *count, json);
     }
     let (command, default_timeout) = match to_command(cli.command) {
@@ -576,7 +591,9 @@ fn run_pool(target: pool::Target, cli: Cli) -> ExitCode {
             .map(Duration::from_secs_f64),
     };
     let job = match cli.command {
-        Sub::Listen { prefixes, count } => {
+        Sub::Listen {
+            prefixes, count, ..
+        } => {
             let nodes = match pool::resolve(&target) {
                 Ok((_, nodes)) => nodes,
                 Err(message) => {

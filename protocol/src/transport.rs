@@ -33,7 +33,7 @@ use crate::PROTOCOL_VERSION;
 pub enum TransportError {
     /// The agent could not be reached.
     #[error(
-        "cannot reach agent at {endpoint}: {reason} (is nodeagent running there? check --endpoint)"
+        "cannot reach agent at {endpoint}: {reason} (is nodeagent running there, and is this its address?)"
     )]
     Connect {
         /// Where.

@@ -383,3 +383,47 @@ async fn a_node_down_at_start_is_reported_down_and_the_others_relayed() {
     .await
     .unwrap_or_else(|e| panic!("{e} waiting for r-c up and 6 processes; last: {last:?}"));
 }
+
+#[tokio::test]
+async fn nodectl_listen_follows_nodemeta_and_prints_pool_totals() {
+    let pool = start_pool();
+    for name in ["r-a", "r-b", "r-c"] {
+        pool.agent(name).wait_pids("w", 2).await;
+    }
+    let mut meta = NodeMeta::start(&pool);
+    // Bound once a subscription works.
+    drop(meta.subscribe(&["stat.pool"]).await);
+    let endpoint = meta.endpoint.clone();
+    // Poll until nodemeta reports all three nodes up with their 6 processes.
+    ringmaster_tests::wait_for("a stat.pool line with 3/3 nodes up", DEADLINE, || {
+        let endpoint = endpoint.clone();
+        async move {
+            let out = Command::new(bin_path("nodectl"))
+                .args(["listen", "--pubsub", &endpoint, "stat.pool", "--count", "1"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.starts_with("stat.pool pool=t up=3/3 processes=6")
+        }
+    })
+    .await;
+    let out = Command::new(bin_path("nodectl"))
+        .args([
+            "listen",
+            "--pubsub",
+            &endpoint,
+            "stat.r-b.w",
+            "--count",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let topic = value["topic"].as_str().unwrap();
+        assert!(topic.starts_with("stat.r-b.w"), "{line}");
+        assert_eq!(value["stat"]["node"], "r-b", "{line}");
+    }
+}
