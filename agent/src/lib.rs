@@ -14,6 +14,7 @@
 pub mod config;
 pub mod exec;
 pub mod nodeinfo;
+pub mod notify;
 pub mod persist;
 pub mod policy;
 pub mod spawn;
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::notify::Notifier;
 use crate::stats::Sampler;
 use crate::supervisor::{Agent, Outgoing};
 
@@ -42,15 +44,19 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// so that the reply to `quit` reaches the client.
 const LINGER: Duration = Duration::from_millis(100);
 
+/// How often `STATUS=` is refreshed for systemd (only sent when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs the agent until it is told to stop. Must be called on a `current_thread`
-/// runtime.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// runtime. With a `notifier` (systemd's `$NOTIFY_SOCKET`), the agent says when it
+/// is ready, keeps its status current, pings the watchdog and says when it stops.
+pub async fn run(config: Config, notifier: Option<Notifier>) -> anyhow::Result<()> {
     tokio::task::LocalSet::new()
-        .run_until(run_local(config))
+        .run_until(run_local(config, notifier.map(Rc::new)))
         .await
 }
 
-async fn run_local(config: Config) -> anyhow::Result<()> {
+async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Result<()> {
     // Signals first, so that a SIGTERM during a long start is not lost.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -85,6 +91,7 @@ async fn run_local(config: Config) -> anyhow::Result<()> {
 
     let starter = {
         let agent = Rc::clone(&agent);
+        let notifier = notifier.clone();
         tokio::task::spawn_local(async move {
             let report = agent.start_all().await;
             info!(
@@ -92,6 +99,11 @@ async fn run_local(config: Config) -> anyhow::Result<()> {
                 report.started.len(),
                 report.watchers.len()
             );
+            if let Some(notifier) = notifier {
+                // Endpoints bound, autostart watchers spawned: ready.
+                notifier.send(&format!("READY=1\nSTATUS={}", agent.summary()));
+                tokio::task::spawn_local(keep_systemd_informed(agent, notifier));
+            }
         })
     };
 
@@ -117,6 +129,9 @@ async fn run_local(config: Config) -> anyhow::Result<()> {
     }
 
     starter.abort();
+    if let Some(notifier) = &notifier {
+        notifier.send("STOPPING=1\nSTATUS=stopping every watcher");
+    }
     let shutdown = {
         let agent = Rc::clone(&agent);
         tokio::task::spawn_local(async move { agent.shutdown().await })
@@ -130,6 +145,33 @@ async fn run_local(config: Config) -> anyhow::Result<()> {
     info!("every watcher stopped; bye");
     tokio::time::sleep(LINGER).await;
     Ok(())
+}
+
+/// Refreshes `STATUS=` when it changes and pings the watchdog, from the agent's
+/// own runtime: if the runtime stops turning, the pings stop and systemd acts.
+async fn keep_systemd_informed(agent: Rc<Agent>, notifier: Rc<Notifier>) {
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    let mut watchdog = notifier
+        .watchdog_interval()
+        .map(|every| tokio::time::interval(every.max(Duration::from_millis(10))));
+    let mut last = agent.summary();
+    loop {
+        tokio::select! {
+            _ = status.tick() => {
+                let now = agent.summary();
+                if now != last {
+                    notifier.send(&format!("STATUS={now}"));
+                    last = now;
+                }
+            }
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(tick) => { tick.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => notifier.send("WATCHDOG=1"),
+        }
+    }
 }
 
 /// Publishes queued messages. A PUB send never blocks (slow subscribers lose

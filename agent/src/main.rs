@@ -31,6 +31,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
+    // Before any thread starts: the notify variables are ours, not our children's.
+    let notifier = ringmaster_agent::notify::Notifier::take_from_env();
 
     let config = match Config::load(&args.config) {
         Ok(config) => config,
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ringmaster_agent::run(config)) {
+    match runtime.block_on(ringmaster_agent::run(config, notifier)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nodeagent: {e:#}");

@@ -127,12 +127,20 @@ pub struct TestAgent {
     pub control: String,
     /// Publish endpoint.
     pub pubsub: String,
+    /// Extra environment variables of the agent process.
+    env: Vec<(String, String)>,
 }
 
 impl TestAgent {
     /// Starts an agent named `node` with `body` appended to its `[agent]` section
     /// (so it may add agent keys first, then `[watchers.*]` tables).
     pub fn start(node: &str, body: &str) -> TestAgent {
+        Self::start_with_env(node, body, &[])
+    }
+
+    /// [`TestAgent::start`] with extra environment variables for the agent process
+    /// (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(node: &str, body: &str, env: &[(&str, &str)]) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("ringmaster-test-")
             .tempdir()
@@ -150,6 +158,10 @@ impl TestAgent {
             node: node.to_string(),
             control,
             pubsub,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         agent.launch();
         agent
@@ -187,6 +199,7 @@ impl TestAgent {
             .arg("--config")
             .arg(self.config_path())
             .arg("-v")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

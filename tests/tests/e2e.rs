@@ -15,4 +15,5 @@ mod e2e {
     mod pool;
     mod relay;
     mod stats;
+    mod systemd;
 }

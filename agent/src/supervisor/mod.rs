@@ -234,6 +234,16 @@ impl Agent {
         self.settings.borrow().node.clone()
     }
 
+    /// One line for systemd's `STATUS=`: how many watchers and processes.
+    pub fn summary(&self) -> String {
+        let state = self.state.borrow();
+        format!(
+            "{} watcher(s), {} process(es)",
+            state.watchers.len(),
+            state.owners.len()
+        )
+    }
+
     /// Waits until a `quit` command has stopped everything.
     pub async fn quit_requested(&self) {
         self.quit.notified().await;
