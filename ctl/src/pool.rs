@@ -14,7 +14,7 @@ use std::time::Duration;
 use ringmaster_meta::batch::{self, Rolling};
 use ringmaster_meta::fanout::{self, NodeError, NodeResult, Outcome, Timeouts, Verdict};
 use ringmaster_meta::placement::{self, Excluded, Plan, Request};
-use ringmaster_meta::{template, LabelFilter, NodeSpec, Pool, PoolsFile, Strategy};
+use ringmaster_meta::{template, NodeSpec, Pool, Strategy};
 use ringmaster_protocol::message::{ChangeReport, ExecOutput, NodeInfo};
 use ringmaster_protocol::stats::WatcherStats;
 use ringmaster_protocol::{Command, ErrorKind, ErrorReply, OptionMap, OptionValue, Response};
@@ -112,23 +112,12 @@ pub struct AddSpec {
 
 /// The pool and its targeted nodes, or a usage error.
 pub fn resolve(target: &Target) -> Result<(Pool, Vec<NodeSpec>), String> {
-    let path =
-        ringmaster_meta::pools::locate(target.pools_file.as_deref()).map_err(|e| e.to_string())?;
-    let file = PoolsFile::load(&path).map_err(|e| e.to_string())?;
-    let pool = match (&target.pool, target.nodes.first()) {
-        (Some(name), _) => file.pool(name).map_err(|e| e.to_string())?.clone(),
-        (None, Some(first)) => file.node(first).map_err(|e| e.to_string())?.0.clone(),
-        (None, None) => return Err("give --pool NAME or --node NAME".into()),
-    };
-    let filters = target
-        .filters
-        .iter()
-        .map(|f| f.parse::<LabelFilter>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let nodes = pool
-        .select(&target.nodes, &filters)
-        .map_err(|e| e.to_string())?;
-    Ok((pool, nodes))
+    ringmaster_meta::pools::resolve(
+        target.pools_file.as_deref(),
+        target.pool.as_deref(),
+        &target.nodes,
+        &target.filters,
+    )
 }
 
 /// Runs `job` on the targeted nodes and prints the outcome.

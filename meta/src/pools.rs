@@ -325,6 +325,31 @@ fn line_of(source: &str, offset: usize) -> usize {
         + 1
 }
 
+/// What a client of a pool targets, as its command line says it: the pools file
+/// (`--pools`, else found by [`locate`]), the pool (`--pool`, else the pool that has
+/// the first `--node`), some nodes (`--node`) and label conditions (`--where`).
+/// Returns the pool and the selected nodes, or an error to show the user.
+pub fn resolve(
+    pools_file: Option<&Path>,
+    pool: Option<&str>,
+    only: &[String],
+    filters: &[String],
+) -> Result<(Pool, Vec<NodeSpec>), String> {
+    let path = locate(pools_file).map_err(|e| e.to_string())?;
+    let file = PoolsFile::load(&path).map_err(|e| e.to_string())?;
+    let pool = match (pool, only.first()) {
+        (Some(name), _) => file.pool(name).map_err(|e| e.to_string())?,
+        (None, Some(first)) => file.node(first).map_err(|e| e.to_string())?.0,
+        (None, None) => return Err("--where needs --pool NAME or --node NAME".into()),
+    };
+    let filters = filters
+        .iter()
+        .map(|f| f.parse::<LabelFilter>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let nodes = pool.select(only, &filters).map_err(|e| e.to_string())?;
+    Ok((pool.clone(), nodes))
+}
+
 /// A condition on a node's labels: `zone=eu-1` or `zone!=eu-1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelFilter {

@@ -117,6 +117,22 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Stops a process the tests started: SIGTERM, up to `grace` to exit, then SIGKILL;
+/// always reaped.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5)); // poll interval
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A real `nodeagent` in a temp dir.
 pub struct TestAgent {
     dir: TempDir,
@@ -336,17 +352,7 @@ impl TestAgent {
 impl Drop for TestAgent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5)); // poll interval // poll interval
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(&mut child, Duration::from_secs(10));
         }
         if std::thread::panicking() {
             eprintln!("---- log of nodeagent '{}' ----\n{}", self.node, self.log());

@@ -36,7 +36,6 @@ use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
-use ringmaster_meta::{LabelFilter, NodeSpec, PoolsFile};
 use ringmaster_protocol::transport::{Client, ClientError, Published, Subscriber, TransportError};
 use ringmaster_protocol::{Command, Response};
 use tokio::signal::unix::{signal, SignalKind};
@@ -197,7 +196,7 @@ fn pool_sources(cli: &Cli) -> Result<Vec<Source>, String> {
     if cli.pool.is_none() && cli.node.is_empty() && cli.filters.is_empty() {
         return Ok(Vec::new());
     }
-    let nodes = select_nodes(
+    let (_, nodes) = ringmaster_meta::pools::resolve(
         cli.pools.as_deref(),
         cli.pool.as_deref(),
         &cli.node,
@@ -210,27 +209,6 @@ fn pool_sources(cli: &Cli) -> Result<Vec<Source>, String> {
             node: Some(node.name),
         })
         .collect())
-}
-
-/// The selected nodes of a pool of the pools file (see [`pool_sources`]).
-fn select_nodes(
-    pools_file: Option<&std::path::Path>,
-    pool: Option<&str>,
-    only: &[String],
-    filters: &[String],
-) -> Result<Vec<NodeSpec>, String> {
-    let path = ringmaster_meta::pools::locate(pools_file).map_err(|e| e.to_string())?;
-    let file = PoolsFile::load(&path).map_err(|e| e.to_string())?;
-    let pool = match (pool, only.first()) {
-        (Some(name), _) => file.pool(name).map_err(|e| e.to_string())?,
-        (None, Some(first)) => file.node(first).map_err(|e| e.to_string())?.0,
-        (None, None) => return Err("--where needs --pool NAME or --node NAME".into()),
-    };
-    let filters = filters
-        .iter()
-        .map(|f| f.parse::<LabelFilter>())
-        .collect::<Result<Vec<_>, _>>()?;
-    pool.select(only, &filters).map_err(|e| e.to_string())
 }
 
 /// A publish endpoint to follow.

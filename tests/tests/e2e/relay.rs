@@ -96,17 +96,7 @@ impl NodeMeta {
 impl Drop for NodeMeta {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5)); // poll interval
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            ringmaster_tests::terminate(&mut child, Duration::from_secs(5));
         }
         if std::thread::panicking() {
             eprintln!("---- log of nodemeta ----\n{}", self.log());
