@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A pool in one command: builds Ringmaster, starts three agents on this machine
-# (examples/pool/node-*.toml) and a nodemeta relay, then drives the pool with
-# nodectl. Everything keeps running afterwards; stop it all with
+# A pool in one command: builds Ringmaster, makes the pool's keys, starts three
+# agents on this machine (examples/pool/node-*.toml) and a nodemeta relay, then
+# drives the pool with nodectl. Everything keeps running afterwards; stop it all with
 #   examples/pool.sh stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,13 @@ if [ "${1:-}" = stop ]; then
 fi
 
 cargo build --release --workspace --bins
-mkdir -p "$run_dir"
+mkdir -p "$run_dir" examples/keys
+
+# The pool's keys (once): the agents require sealed frames, nodectl uses them
+# through the pools file.
+for key in admin read; do
+    [ -f "examples/keys/$key.key" ] || "$bin/nodectl" keygen "examples/keys/$key.key" >/dev/null
+done
 
 if "$bin/nodectl" --pool demo --timeout 1 numwatchers >/dev/null 2>&1; then
     echo "The demo pool is already running; stop it first: examples/pool.sh stop" >&2
@@ -55,6 +61,6 @@ run stats
 echo
 echo "The pool keeps running: nodes log to $run_dir/node-*.log, the relay to $run_dir/nodemeta.log."
 echo "Watch it live:          $bin/nodetop --pools $pools --pool demo"
-echo "  or through nodemeta:  $bin/nodetop --pubsub tcp://127.0.0.1:5570"
+echo "  or through nodemeta:  $bin/nodetop --pubsub tcp://127.0.0.1:5570 --key examples/keys/read.key"
 echo "Follow every event:     $bin/nodectl --pools $pools --pool demo listen event."
 echo "Stop it all:            examples/pool.sh stop"

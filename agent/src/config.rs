@@ -18,7 +18,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use ringmaster_protocol::seal::Key;
 use ringmaster_protocol::{names, OptionMap, OptionValue, Signal};
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +109,15 @@ pub struct AgentSection {
     /// Allow binding non-loopback TCP addresses without keys.
     #[serde(default)]
     pub insecure: bool,
+    /// Key file whose holders may do everything (`nodectl keygen FILE` makes one).
+    /// With a key, every request and published body is sealed.
+    pub admin_key: Option<PathBuf>,
+    /// Key file whose holders may only read (status, list, stats, nodeinfo, and the
+    /// publish endpoint). Needs `admin_key`.
+    pub read_key: Option<PathBuf>,
+    /// Seconds a sealed frame's timestamp may be off this host's clock.
+    #[serde(default = "default_replay_window")]
+    pub replay_window: f64,
     /// Seconds between two statistics samples (0: no statistics).
     #[serde(default = "one_f")]
     pub stats_interval: f64,
@@ -127,10 +138,28 @@ impl Default for AgentSection {
             labels: BTreeMap::new(),
             warmup_delay: 0.0,
             insecure: false,
+            admin_key: None,
+            read_key: None,
+            replay_window: default_replay_window(),
             stats_interval: 1.0,
             allow_exec: false,
         }
     }
+}
+
+fn default_replay_window() -> f64 {
+    ringmaster_protocol::seal::DEFAULT_REPLAY_WINDOW.as_secs_f64()
+}
+
+/// The agent's keys, read from its key files at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentKeys {
+    /// May do everything.
+    pub admin: Key,
+    /// May only read.
+    pub read: Option<Key>,
+    /// How far a frame's timestamp may be off this host's clock.
+    pub replay_window: Duration,
 }
 
 fn default_control() -> String {
@@ -507,6 +536,8 @@ pub struct AgentSettings {
     pub warmup_delay: f64,
     /// Non-loopback binds allowed without keys.
     pub insecure: bool,
+    /// Keys, when requests and published bodies are sealed.
+    pub keys: Option<AgentKeys>,
     /// Seconds between two statistics samples (0: off).
     pub stats_interval: f64,
     /// The `exec` command is allowed.
@@ -564,7 +595,7 @@ impl Config {
         };
 
         let agent = parsed.agent;
-        let node = match agent.node {
+        let node = match agent.node.clone() {
             Some(node) => node,
             None => default_node_name(),
         };
@@ -575,8 +606,10 @@ impl Config {
                 ConfigError::key("node", e.to_string()),
             )
         })?;
+        let keys = load_keys(&agent, base)
+            .map_err(|(key, message)| at(&["agent"], Some(key), ConfigError::key(key, message)))?;
         for (key, endpoint) in [("control", &agent.control), ("pubsub", &agent.pubsub)] {
-            check_endpoint(endpoint, agent.insecure)
+            check_endpoint(endpoint, agent.insecure || keys.is_some())
                 .map_err(|message| at(&["agent"], Some(key), ConfigError::key(key, message)))?;
         }
         if agent.control == agent.pubsub {
@@ -637,12 +670,58 @@ impl Config {
                 labels: agent.labels,
                 warmup_delay: agent.warmup_delay,
                 insecure: agent.insecure,
+                keys,
                 stats_interval: agent.stats_interval,
                 allow_exec: agent.allow_exec,
             },
             watchers,
         })
     }
+}
+
+/// Reads `admin_key` and `read_key` (relative to `base`); on error, the key at
+/// fault and what is wrong.
+fn load_keys(
+    agent: &AgentSection,
+    base: &Path,
+) -> Result<Option<AgentKeys>, (&'static str, String)> {
+    let window = agent.replay_window;
+    if !(window.is_finite() && (1.0..=3600.0).contains(&window)) {
+        return Err((
+            "replay_window",
+            "must be a number of seconds from 1 to 3600".into(),
+        ));
+    }
+    let load = |key: &'static str, file: &PathBuf| {
+        Key::load(&base.join(file)).map_err(|e| (key, e.to_string()))
+    };
+    let admin = match (&agent.admin_key, &agent.read_key) {
+        (Some(file), _) => load("admin_key", file)?,
+        (None, Some(_)) => {
+            return Err((
+                "read_key",
+                "needs an admin_key too: a read key alone would leave no one able to \
+                 change anything (make one with: nodectl keygen FILE)"
+                    .into(),
+            ))
+        }
+        (None, None) => return Ok(None),
+    };
+    let read = match &agent.read_key {
+        Some(file) => Some(load("read_key", file)?),
+        None => None,
+    };
+    if read.as_ref().is_some_and(|r| r.id() == admin.id()) {
+        return Err((
+            "read_key",
+            "is the same key as admin_key: make a second key with nodectl keygen".into(),
+        ));
+    }
+    Ok(Some(AgentKeys {
+        admin,
+        read,
+        replay_window: Duration::from_secs_f64(window),
+    }))
 }
 
 /// Refuses endpoints that are not ZeroMQ transports we serve, and non-loopback TCP
@@ -652,7 +731,8 @@ pub fn check_endpoint(endpoint: &str, insecure: bool) -> Result<(), String> {
     ringmaster_protocol::endpoint::check_bind(
         endpoint,
         insecure,
-        "set `insecure = true` in [agent]",
+        "name a key file in `admin_key` in [agent] (make one with: nodectl keygen FILE); \
+         or, on a private network only, set `insecure = true` in [agent]",
     )
     .map(|_| ())
 }

@@ -21,13 +21,15 @@ pub mod spawn;
 pub mod stats;
 pub mod supervisor;
 
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ringmaster_protocol::message::{ChangeReport, Reply, Response};
+use ringmaster_protocol::seal::{Admitted, Gate, Refusal};
 use ringmaster_protocol::transport::{ControlServer, Publisher};
-use ringmaster_protocol::{Codec, PROTOCOL_VERSION};
+use ringmaster_protocol::{Codec, Command, PROTOCOL_VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -65,9 +67,29 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
     let server = ControlServer::bind(&config.agent.control)
         .await
         .context("cannot open the control endpoint (set [agent] control)")?;
-    let publisher = Publisher::bind(&config.agent.pubsub)
+    let mut publisher = Publisher::bind(&config.agent.pubsub)
         .await
         .context("cannot open the publish endpoint (set [agent] pubsub)")?;
+    let gate = match &config.agent.keys {
+        Some(keys) => Gate::keyed(
+            Codec::default(),
+            keys.admin.clone(),
+            keys.read.clone(),
+            keys.replay_window,
+        ),
+        None => Gate::open(Codec::default()),
+    };
+    publisher.seal_with(gate.publication_key().cloned());
+    match &config.agent.keys {
+        Some(keys) => info!(
+            admin_key = %keys.admin.id(),
+            read_key = %keys.read.as_ref().map_or_else(|| "-".to_string(), |k| k.id().to_string()),
+            "frames are sealed"
+        ),
+        None => {
+            info!("no keys: frames travel in clear (loopback and ipc:// only, unless insecure)")
+        }
+    }
     let (events, queue) = mpsc::channel(PUBLISH_QUEUE);
     let stats_interval = config.agent.stats_interval;
     let agent = Agent::new(
@@ -84,7 +106,7 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         ringmaster_protocol::RINGMASTER_VERSION
     );
     tokio::task::spawn_local(publish(publisher, queue));
-    tokio::task::spawn_local(serve(Rc::clone(&agent), server));
+    tokio::task::spawn_local(serve(Rc::clone(&agent), server, gate));
     if stats_interval > 0.0 {
         tokio::task::spawn_local(sample_stats(Rc::clone(&agent), stats_interval));
     }
@@ -185,9 +207,12 @@ async fn publish(mut publisher: Publisher, mut queue: mpsc::Receiver<Outgoing>) 
 }
 
 /// Reads requests and answers each one from its own task, so that a slow command
-/// never holds back the next request.
-async fn serve(agent: Rc<Agent>, mut server: ControlServer) {
-    let codec = Codec::default();
+/// never holds back the next request. Every frame goes through the [`Gate`] first:
+/// it is opened and checked there, and refused frames are answered, counted and
+/// logged (a few per second at most) without reaching the supervisor.
+async fn serve(agent: Rc<Agent>, mut server: ControlServer, gate: Gate) {
+    let gate = Rc::new(RefCell::new(gate));
+    let mut refusal_log = RefusalLog::default();
     loop {
         let incoming = match server.recv().await {
             Ok(incoming) => incoming,
@@ -197,18 +222,34 @@ async fn serve(agent: Rc<Agent>, mut server: ControlServer) {
                 continue;
             }
         };
-        let agent = Rc::clone(&agent);
-        let codec = codec.clone();
+        let admitted = gate.borrow_mut().admit(&incoming.body);
         let mut replier = server.replier();
-        tokio::task::spawn_local(async move {
-            let reply = answer(&agent, &codec, &incoming.body).await;
-            let body = match codec.encode(&reply) {
-                Ok(body) => body,
-                Err(e) => {
-                    error!("cannot encode reply: {e}");
-                    return;
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                if let Some(refusal) = &refused.refusal {
+                    agent.record_refusals(gate.borrow().refusals());
+                    refusal_log.note(refusal);
+                } else {
+                    debug!("refused a malformed request");
                 }
-            };
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = replier.send(incoming.envelope(), refused.reply).await {
+                        debug!("reply not delivered: {e}");
+                    }
+                });
+                continue;
+            }
+        };
+        let agent = Rc::clone(&agent);
+        let gate = Rc::clone(&gate);
+        tokio::task::spawn_local(async move {
+            let Admitted { request, caller } = admitted;
+            if let Command::Exec { cmd, .. } = &request.command {
+                info!(caller = %caller, cmd = cmd.as_str(), "exec requested");
+            }
+            let reply = answer(&agent, request).await;
+            let body = gate.borrow().answer(&caller, &reply);
             if let Err(e) = replier.send(incoming.envelope(), body).await {
                 debug!("reply not delivered: {e}");
             }
@@ -216,18 +257,45 @@ async fn serve(agent: Rc<Agent>, mut server: ControlServer) {
     }
 }
 
-async fn answer(agent: &Rc<Agent>, codec: &Codec, body: &[u8]) -> Reply {
-    let request = match codec.decode_request(body) {
-        Ok(request) => request,
-        Err(reply) => {
-            if let Err(e) = &reply.result {
-                debug!("refused a request: {e}");
+/// Logs refused frames: the first few of every second, then how many were not
+/// logged, so that a flood of bad frames cannot flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    second: Option<Instant>,
+    logged: u32,
+    silenced: u64,
+}
+
+impl RefusalLog {
+    const PER_SECOND: u32 = 5;
+
+    fn note(&mut self, refusal: &Refusal) {
+        let now = Instant::now();
+        if self
+            .second
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            if self.silenced > 0 {
+                warn!("{} more refused frame(s) were not logged", self.silenced);
             }
-            return *reply;
+            *self = RefusalLog {
+                second: Some(now),
+                logged: 0,
+                silenced: 0,
+            };
         }
-    };
+        if self.logged < Self::PER_SECOND {
+            self.logged += 1;
+            warn!("refused a control frame: {refusal}");
+        } else {
+            self.silenced += 1;
+        }
+    }
+}
+
+async fn answer(agent: &Rc<Agent>, request: ringmaster_protocol::Request) -> Reply {
     let id = request.id;
-    let result = if request.no_wait && Agent::is_mutating(&request.command) {
+    let result = if request.no_wait && request.command.changes_state() {
         let agent = Rc::clone(agent);
         let command = request.command;
         tokio::task::spawn_local(async move {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringmaster_agent::config::Config;
+use ringmaster_cli::logging::LogFormat;
 
 /// Ringmaster's per-host supervisor.
 ///
@@ -26,11 +27,23 @@ struct Args {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// How log lines look: auto (journald's format when stderr is the journal, else
+    /// human), human, journald, or json.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Auto,
+        env = "RINGMASTER_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    init_logging(args.verbose);
+    // As Args::parse(), and the hidden --completions SHELL and --man flags.
+    let args: Args = ringmaster_cli::generate::parse();
+    ringmaster_cli::logging::init(args.log_format, args.verbose);
     // Before any thread starts: the notify variables are ours, not our children's.
     let notifier = ringmaster_agent::notify::Notifier::take_from_env();
 
@@ -62,22 +75,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }
 
 fn print_config(config: &Config) {

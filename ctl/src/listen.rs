@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use ringmaster_protocol::seal::Keyring;
 use ringmaster_protocol::stats::{NodeState, Stat, StatKind};
 use ringmaster_protocol::transport::{Client, Published, Subscriber, TransportError};
 use ringmaster_protocol::{Command, Event, EventKind, Response};
@@ -12,10 +13,22 @@ use tokio::sync::mpsc;
 use crate::output::{human_bytes, human_duration};
 use crate::runtime;
 
+/// A publish endpoint to follow: a node's, or a nodemeta's.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// What to call it in messages.
+    pub name: String,
+    /// Where it publishes.
+    pub pubsub: String,
+    /// The keys its bodies are sealed with (`None`: in clear).
+    pub keys: Option<Keyring>,
+}
+
 /// Subscribes to the agent at `endpoint` and prints messages until interrupted (or
 /// `count` messages).
 pub fn run(
     endpoint: &str,
+    keys: Option<Keyring>,
     timeout: Duration,
     prefixes: &[String],
     count: Option<u64>,
@@ -25,7 +38,7 @@ pub fn run(
         return ExitCode::FAILURE;
     };
     runtime.block_on(async {
-        let mut client = Client::new(endpoint, timeout);
+        let mut client = Client::new(endpoint, timeout).with_keys(keys.clone());
         let pubsub = match client.call(Command::NodeInfo {}).await {
             Ok(Response::NodeInfo(info)) => info.pubsub,
             Ok(other) => {
@@ -39,7 +52,7 @@ pub fn run(
         };
         let filter = topic_filter(prefixes);
         let subscriber = match Subscriber::connect(&pubsub, &filter, timeout).await {
-            Ok(s) => s,
+            Ok(s) => s.with_keys(keys),
             Err(e) => {
                 eprintln!("nodectl: {e}");
                 return ExitCode::from(1);
@@ -51,11 +64,11 @@ pub fn run(
     })
 }
 
-/// Subscribes to the publish endpoint of every node in `nodes` (name, endpoint) and
-/// prints what any of them publishes. A node that cannot be reached is reported and
-/// retried in the background; the others are followed meanwhile.
+/// Subscribes to the publish endpoint of every source in `nodes` and prints what
+/// any of them publishes. A node that cannot be reached is reported and retried in
+/// the background; the others are followed meanwhile.
 pub fn run_pool(
-    nodes: Vec<(String, String)>,
+    nodes: Vec<Source>,
     timeout: Duration,
     prefixes: &[String],
     count: Option<u64>,
@@ -66,7 +79,12 @@ pub fn run_pool(
     };
     runtime.block_on(async {
         let (tx, rx) = mpsc::channel(4096);
-        for (node, endpoint) in nodes {
+        for Source {
+            name: node,
+            pubsub: endpoint,
+            keys,
+        } in nodes
+        {
             let filter: Vec<String> = topic_filter(prefixes)
                 .into_iter()
                 .map(str::to_string)
@@ -80,6 +98,7 @@ pub fn run_pool(
                     let refs: Vec<&str> = filter.iter().map(String::as_str).collect();
                     match Subscriber::connect(&endpoint, &refs, timeout).await {
                         Ok(subscriber) => {
+                            let subscriber = subscriber.with_keys(keys.clone());
                             if warned {
                                 eprintln!("nodectl: {node}: connected");
                             }
@@ -123,7 +142,9 @@ async fn forward(mut subscriber: Subscriber, tx: mpsc::Sender<Published>) -> boo
                     return false;
                 }
             }
-            Err(TransportError::Codec(e)) => eprintln!("nodectl: {e}"),
+            Err(e @ (TransportError::Codec(_) | TransportError::Refused { .. })) => {
+                eprintln!("nodectl: {e}")
+            }
             Err(_) => return true,
         }
     }

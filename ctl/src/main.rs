@@ -16,6 +16,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ringmaster_meta::Strategy;
+use ringmaster_protocol::seal::{Key, Keyring};
 use ringmaster_protocol::transport::{Client, ClientError};
 use ringmaster_protocol::{Command, OptionMap, OptionValue, Signal};
 
@@ -65,6 +66,18 @@ struct Cli {
     /// The pools file.
     #[arg(long, global = true, value_name = "FILE")]
     pools: Option<std::path::PathBuf>,
+
+    /// Key file for an agent with keys: its admin key, or its read key to only
+    /// read (repeatable, or ':'-separated in $RINGMASTER_KEY; the first seals
+    /// requests, any opens what comes back). On a pool, replaces the pool's `key`.
+    #[arg(
+        long = "key",
+        global = true,
+        value_name = "FILE",
+        env = "RINGMASTER_KEY",
+        value_delimiter = ':'
+    )]
+    key_files: Vec<std::path::PathBuf>,
 
     /// Seconds to wait for the answer [default: 5 for queries, 120 for commands
     /// that start or stop processes; on a pool, the pool's timeout to reach each
@@ -320,6 +333,53 @@ nodectl --pool prod exec -- 'echo {{node}} in {{label.zone}}; uptime'"
         #[arg(long, value_name = "URL")]
         pubsub: Vec<String>,
     },
+    /// Print nodectl's completion script for a shell.
+    ///
+    /// Bash, zsh, fish, elvish or PowerShell; the script completes sub-commands,
+    /// options and their fixed values. Nothing is sent to any agent. Scripts for
+    /// every binary are also in packaging/completions/.
+    #[command(after_help = "Examples:\n  \
+source <(nodectl completions bash)                       this shell\n  \
+nodectl completions bash > ~/.local/share/bash-completion/completions/nodectl\n  \
+nodectl completions zsh > ~/.zfunc/_nodectl              (with fpath+=~/.zfunc)\n  \
+nodectl completions fish > ~/.config/fish/completions/nodectl.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: ringmaster_cli::generate::Shell,
+    },
+    /// Print nodectl's man page, or write all its pages into a directory.
+    ///
+    /// Without --dir, prints the page of nodectl (roff) on stdout. With --dir,
+    /// writes nodectl.1 and one page per sub-command, nodectl-COMMAND.1 (as git
+    /// does), into DIR. Nothing is sent to any agent. The pages of every binary
+    /// are also in packaging/man/.
+    #[command(after_help = "Examples:\n  \
+nodectl man | man -l -\n  \
+nodectl man --dir ~/.local/share/man/man1 && man nodectl-start")]
+    Man {
+        /// Write nodectl.1 and nodectl-COMMAND.1 pages into this directory
+        /// (created if missing) instead of printing nodectl.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+
+    /// Write a new random key to FILE (mode 0600; never overwrites).
+    ///
+    /// Name the file in an agent's config as `admin_key` (may do everything) or
+    /// `read_key` (may only read: status, list, stats, nodeinfo, listen), and give
+    /// clients the same file: `key` in the pools file, or --key FILE. With keys,
+    /// every request, reply and published body is sealed (XChaCha20-Poly1305, with
+    /// a timestamp and nonce checked against replay). Nothing is sent to any agent.
+    #[command(after_help = "Examples:\n  \
+sudo nodectl keygen /etc/ringmaster/admin.key\n  \
+sudo nodectl keygen /etc/ringmaster/read.key\n  \
+nodectl --key /etc/ringmaster/admin.key --endpoint tcp://10.0.0.5:5555 status")]
+    Keygen {
+        /// Where to write the key; it must not exist yet.
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -328,16 +388,30 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // Before anything reads the pool or the endpoint: these contact no agent.
+    if let Some(code) = generate(&cli.command) {
+        return code;
+    }
     // An explicit --endpoint wins over a pool that only comes from $RINGMASTER_POOL.
     if matches.value_source("pool") == Some(ValueSource::EnvVariable)
         && matches.value_source("endpoint") == Some(ValueSource::CommandLine)
     {
         cli.pool = None;
     }
+    if let Sub::Keygen { file } = &cli.command {
+        return keygen(file);
+    }
     if let Some(target) = pool_target(&cli) {
         return run_pool(target, cli);
     }
     let json = cli.json;
+    let keys = match Keyring::load(&cli.key_files) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("nodectl: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Sub::Listen {
         prefixes,
         count,
@@ -349,10 +423,17 @@ fn main() -> ExitCode {
             .filter(|t| t.is_finite() && *t > 0.0)
             .map_or(QUERY_TIMEOUT, Duration::from_secs_f64);
         if !pubsub.is_empty() {
-            let endpoints = pubsub.iter().map(|p| (p.clone(), p.clone())).collect();
+            let endpoints = pubsub
+                .iter()
+                .map(|p| listen::Source {
+                    name: p.clone(),
+                    pubsub: p.clone(),
+                    keys: keys.clone(),
+                })
+                .collect();
             return listen::run_pool(endpoints, timeout, prefixes, *count, json);
         }
-        return listen::run(&cli.endpoint, timeout, prefixes, *count, json);
+        return listen::run(&cli.endpoint, keys, timeout, prefixes, *count, json);
     }
     let (command, default_timeout) = match to_command(cli.command) {
         Ok(pair) => pair,
@@ -368,7 +449,7 @@ fn main() -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let mut client = Client::new(cli.endpoint, timeout);
+    let mut client = Client::new(cli.endpoint, timeout).with_keys(keys);
     let result = runtime.block_on(client.call_with(command.clone(), cli.no_wait));
     match result {
         Ok(response) => {
@@ -394,6 +475,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `completions` and `man`: what they print or write, and the exit code; None for
+/// the sub-commands that talk to agents.
+fn generate(sub: &Sub) -> Option<ExitCode> {
+    use ringmaster_cli::generate;
+    let result = match sub {
+        Sub::Completions { shell } => {
+            generate::completions(Cli::command(), *shell, &mut std::io::stdout().lock())
+        }
+        Sub::Man { dir: None } => generate::man_page(Cli::command(), &mut std::io::stdout().lock()),
+        Sub::Man { dir: Some(dir) } => generate::write_man_pages(Cli::command(), dir)
+            .map(drop)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+        _ => return None,
+    };
+    Some(ExitCode::from(generate::exit_status("nodectl", result)))
 }
 
 /// The single-threaded runtime every zmq.rs socket must run on; None (after
@@ -522,6 +620,9 @@ fn to_command(sub: Sub) -> Result<(Command, Duration), String> {
         }
         Sub::Nodes => Err("nodes lists the nodes of a pool: give --pool NAME".into()),
         Sub::Listen { .. } => Err("listen is not a request".into()),
+        Sub::Completions { .. } | Sub::Man { .. } | Sub::Keygen { .. } => {
+            Err("completions, man and keygen are not requests".into())
+        }
     }
 }
 
@@ -568,6 +669,26 @@ fn add_spec(
 }
 
 /// Whether the command line targets a pool rather than one endpoint.
+/// `nodectl keygen FILE`.
+fn keygen(file: &std::path::Path) -> ExitCode {
+    let written = Key::generate().and_then(|key| key.write_new(file).map(|()| key.id()));
+    match written {
+        Ok(id) => {
+            println!("wrote key {id} to {} (mode 0600)", file.display());
+            println!(
+                "name it in the agents' [agent] section (admin_key = \"{0}\", or read_key), \
+                 and in the pools file (key = \"{0}\") or pass --key {0}",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nodectl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn pool_target(cli: &Cli) -> Option<pool::Target> {
     if cli.pool.is_none() && cli.node.is_empty() && cli.filters.is_empty() {
         return None;
@@ -577,6 +698,7 @@ fn pool_target(cli: &Cli) -> Option<pool::Target> {
         pool: cli.pool.clone(),
         nodes: cli.node.clone(),
         filters: cli.filters.clone(),
+        keys: cli.key_files.clone(),
     })
 }
 
@@ -601,7 +723,14 @@ fn run_pool(target: pool::Target, cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let endpoints = nodes.into_iter().map(|n| (n.name, n.pubsub)).collect();
+            let endpoints = nodes
+                .into_iter()
+                .map(|n| listen::Source {
+                    name: n.name,
+                    pubsub: n.pubsub,
+                    keys: n.keys,
+                })
+                .collect();
             let timeout = flags.timeout.unwrap_or(QUERY_TIMEOUT);
             return listen::run_pool(endpoints, timeout, &prefixes, count, cli.json);
         }

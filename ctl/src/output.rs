@@ -213,7 +213,36 @@ fn print_node_info(info: &NodeInfo) {
         ("control", info.control.clone()),
         ("pubsub", info.pubsub.clone()),
         ("events dropped", info.events_dropped.to_string()),
+        (
+            "keys",
+            if info.sealed {
+                "yes (frames sealed)"
+            } else {
+                "none (frames in clear)"
+            }
+            .to_string(),
+        ),
     ];
+    let refused = &info.refused;
+    let mut rows = rows.to_vec();
+    if refused.total() > 0 {
+        rows.push((
+            "refused",
+            format!(
+                "{} (unsealed {}, unknown key {}, tampered {}, expired {}, replayed {}, \
+                 read-only {}, circus json {}, busy {})",
+                refused.total(),
+                refused.unsealed,
+                refused.unknown_key,
+                refused.tampered,
+                refused.expired,
+                refused.replayed,
+                refused.forbidden,
+                refused.circus_json,
+                refused.busy
+            ),
+        ));
+    }
     for (key, value) in rows {
         println!("{key:<14}  {value}");
     }

@@ -37,6 +37,8 @@ pub struct Target {
     pub nodes: Vec<String>,
     /// `--where LABEL=VALUE`.
     pub filters: Vec<String>,
+    /// `--key FILE`: replaces the pool's keys.
+    pub keys: Vec<PathBuf>,
 }
 
 /// Options every pool command shares.
@@ -117,6 +119,7 @@ pub fn resolve(target: &Target) -> Result<(Pool, Vec<NodeSpec>), String> {
         target.pool.as_deref(),
         &target.nodes,
         &target.filters,
+        &target.keys,
     )
 }
 

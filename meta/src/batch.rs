@@ -77,7 +77,8 @@ pub async fn rolling(nodes: &[NodeSpec], command: &Command, how: Rolling) -> Vec
 /// are active with all their processes, then checks they stay so for the settle
 /// period with the same pids.
 async fn wait_running(node: &NodeSpec, watcher: Option<&str>, how: Rolling) -> Result<(), String> {
-    let mut client = Client::new(node.control.clone(), how.query_timeout);
+    let mut client =
+        Client::new(node.control.clone(), how.query_timeout).with_keys(node.keys.clone());
     let deadline = Instant::now() + how.healthy_within;
     let first = loop {
         match running_pids(&mut client, watcher).await {

@@ -157,7 +157,7 @@ pub async fn ask(
 ) -> NodeResult {
     let started = Instant::now();
     let watcher = watcher_of(&command).map(str::to_string);
-    let mut client = Client::new(node.control.clone(), timeouts.reach);
+    let mut client = Client::new(node.control.clone(), timeouts.reach).with_keys(node.keys.clone());
     if timeouts.answer > timeouts.reach {
         if let Err(e) = client.call(Command::NumWatchers {}).await {
             return NodeResult {

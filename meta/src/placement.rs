@@ -107,10 +107,10 @@ pub async fn snapshots(
 
 /// One node's snapshot.
 pub async fn snapshot(node: &NodeSpec, timeout: Duration) -> Result<NodeSnapshot, NodeError> {
-    let mut client = Client::new(node.control.clone(), timeout);
+    let mut client = Client::new(node.control.clone(), timeout).with_keys(node.keys.clone());
     let started = Instant::now();
     let info = match client.call(Command::NodeInfo {}).await? {
-        Response::NodeInfo(info) => info,
+        Response::NodeInfo(info) => *info,
         other => return Err(unexpected("nodeinfo", &other)),
     };
     let rtt = started.elapsed();
@@ -397,6 +397,7 @@ mod tests {
                 control: String::new(),
                 pubsub: String::new(),
                 labels: labels.clone(),
+                keys: None,
             },
             info: NodeInfo {
                 node: name.into(),
@@ -414,6 +415,8 @@ mod tests {
                 control: String::new(),
                 pubsub: String::new(),
                 events_dropped: 0,
+                sealed: false,
+                refused: Default::default(),
             },
             watchers,
             rtt: Duration::ZERO,

@@ -5,6 +5,8 @@
 //! timeout = 3.0                 # seconds per node for a command
 //! placement = "least-loaded"    # default strategy for `add` and `incr`
 //!
+//! key = "/etc/ringmaster/admin.key"   # or a list: ["admin.key", "read.key"]
+//!
 //! [[pools.prod.nodes]]
 //! name = "web-1"
 //! control = "tcp://10.0.0.5:5555"
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use ringmaster_protocol::endpoint::Endpoint;
 use ringmaster_protocol::names;
+use ringmaster_protocol::seal::Keyring;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -85,6 +88,8 @@ pub struct NodeSpec {
     pub pubsub: String,
     /// Labels for `--where` and placement (`zone = "eu-1"`).
     pub labels: BTreeMap<String, String>,
+    /// The keys to talk to it with (loaded by [`resolve`]; `None`: in clear).
+    pub keys: Option<Keyring>,
 }
 
 /// A named list of nodes.
@@ -98,6 +103,9 @@ pub struct Pool {
     pub placement: Strategy,
     /// Its nodes, in file order.
     pub nodes: Vec<NodeSpec>,
+    /// Key files clients of this pool use (relative paths are relative to the
+    /// pools file): requests are sealed with the first, frames opened with any.
+    pub key_files: Vec<PathBuf>,
 }
 
 /// Every pool of a pools file.
@@ -121,8 +129,16 @@ struct RawFile {
 struct RawPool {
     timeout: Option<Spanned<f64>>,
     placement: Option<Spanned<String>>,
+    key: Option<OneOrMany>,
     #[serde(default)]
     nodes: Vec<RawNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 #[derive(Deserialize)]
@@ -297,13 +313,21 @@ fn check_pool(name: &str, raw: RawPool, text: &str, path: &Path) -> Result<Pool,
             control: node.control.into_inner(),
             pubsub: node.pubsub.into_inner(),
             labels: node.labels,
+            keys: None,
         });
     }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let key_files = match raw.key {
+        None => Vec::new(),
+        Some(OneOrMany::One(file)) => vec![base.join(file)],
+        Some(OneOrMany::Many(files)) => files.into_iter().map(|f| base.join(f)).collect(),
+    };
     Ok(Pool {
         name: name.to_string(),
         timeout,
         placement,
         nodes,
+        key_files,
     })
 }
 
@@ -328,12 +352,15 @@ fn line_of(source: &str, offset: usize) -> usize {
 /// What a client of a pool targets, as its command line says it: the pools file
 /// (`--pools`, else found by [`locate`]), the pool (`--pool`, else the pool that has
 /// the first `--node`), some nodes (`--node`) and label conditions (`--where`).
-/// Returns the pool and the selected nodes, or an error to show the user.
+/// Key files given on the command line (`key_files`) replace the pool's. Returns
+/// the pool and the selected nodes with their keys loaded, or an error to show the
+/// user.
 pub fn resolve(
     pools_file: Option<&Path>,
     pool: Option<&str>,
     only: &[String],
     filters: &[String],
+    key_files: &[PathBuf],
 ) -> Result<(Pool, Vec<NodeSpec>), String> {
     let path = locate(pools_file).map_err(|e| e.to_string())?;
     let file = PoolsFile::load(&path).map_err(|e| e.to_string())?;
@@ -346,7 +373,11 @@ pub fn resolve(
         .iter()
         .map(|f| f.parse::<LabelFilter>())
         .collect::<Result<Vec<_>, _>>()?;
-    let nodes = pool.select(only, &filters).map_err(|e| e.to_string())?;
+    let mut nodes = pool.select(only, &filters).map_err(|e| e.to_string())?;
+    let keys = pool.keys(key_files)?;
+    for node in &mut nodes {
+        node.keys = keys.clone();
+    }
     Ok((pool.clone(), nodes))
 }
 
@@ -402,6 +433,17 @@ impl fmt::Display for LabelFilter {
 }
 
 impl Pool {
+    /// Loads the keys to talk to this pool with: `overrides` (from `--key`) when
+    /// given, else the pool's `key` files; `None` when there are none.
+    pub fn keys(&self, overrides: &[PathBuf]) -> Result<Option<Keyring>, String> {
+        let files = if overrides.is_empty() {
+            &self.key_files
+        } else {
+            overrides
+        };
+        Keyring::load(files).map_err(|e| format!("pool '{}': {e}", self.name))
+    }
+
     /// The nodes a command targets: those named in `only` (all when empty) that
     /// satisfy every filter, in file order. Naming a node the pool does not have,
     /// or selecting nothing, is an error that says what the pool has.

@@ -53,6 +53,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::pools::{NodeSpec, Pool};
+use ringmaster_protocol::seal::Keyring;
 
 /// Topic prefixes the relay subscribes to on every agent.
 pub const SUBSCRIBED_PREFIXES: [&str; 3] = ["stat.", "event.", "log."];
@@ -86,6 +87,9 @@ pub struct RelayConfig {
     /// A node silent for this many of its stats intervals is stale
     /// (`--stale-after`).
     pub stale_after: u32,
+    /// The keys the pool's agents seal with; nodemeta seals what it publishes
+    /// with the last one (`None`: everything in clear).
+    pub keys: Option<Keyring>,
 }
 
 /// Why the relay could not start.
@@ -98,10 +102,17 @@ pub enum RelayError {
 }
 
 /// Checks an endpoint `nodemeta` is asked to bind: `ipc://PATH`, or `tcp://HOST:PORT`
-/// on a loopback address (127.0.0.0/8, `::1`, `localhost`) unless `insecure`. The
+/// on a loopback address (127.0.0.0/8, `::1`, `localhost`) unless `routable`
+/// (the pool has keys, or --insecure). The
 /// error says what is wrong and how to proceed.
-pub fn check_bind_endpoint(endpoint: &str, insecure: bool) -> Result<(), String> {
-    ringmaster_protocol::endpoint::check_bind(endpoint, insecure, "pass --insecure").map(|_| ())
+pub fn check_bind_endpoint(endpoint: &str, routable: bool) -> Result<(), String> {
+    ringmaster_protocol::endpoint::check_bind(
+        endpoint,
+        routable,
+        "give the pool a key (`key` in the pools file, or --key FILE; make one with: \
+         nodectl keygen FILE), or, on a private network only, pass --insecure",
+    )
+    .map(|_| ())
 }
 
 /// What a topic is, read from the topic alone (bodies are not looked at).
@@ -533,7 +544,8 @@ impl Relay {
     /// Binds the publish endpoint (removing a stale ipc socket file first). Must be
     /// called on a `current_thread` tokio runtime.
     pub async fn bind(config: RelayConfig) -> Result<Relay, RelayError> {
-        let publisher = Publisher::bind(&config.endpoint).await?;
+        let mut publisher = Publisher::bind(&config.endpoint).await?;
+        publisher.seal_with(config.keys.as_ref().map(|k| k.publication_key().clone()));
         Ok(Relay { config, publisher })
     }
 
@@ -717,6 +729,7 @@ async fn follow_node(
         let mut subscriber =
             match Subscriber::connect(&node.pubsub, &SUBSCRIBED_PREFIXES, CONNECT_TIMEOUT).await {
                 Ok(subscriber) => {
+                    let subscriber = subscriber.with_keys(node.keys.clone());
                     debug!(node = %node.name, "subscribed to {}", node.pubsub);
                     backoff = BACKOFF_START;
                     subscriber
@@ -740,6 +753,9 @@ async fn follow_node(
                     if reports.send(message).await.is_err() {
                         return;
                     }
+                }
+                Ok(Err(e @ TransportError::Refused { .. })) => {
+                    warn!(node = %node.name, "{e}");
                 }
                 Ok(Err(e)) => {
                     debug!(node = %node.name, "receive failed: {e}; reconnecting");
@@ -766,7 +782,7 @@ async fn follow_node(
 
 /// Asks a node that came back which watchers it has, and tells the main task.
 async fn resync(index: usize, node: NodeSpec, timeout: Duration, reports: mpsc::Sender<Report>) {
-    let mut client = Client::new(node.control.clone(), timeout);
+    let mut client = Client::new(node.control.clone(), timeout).with_keys(node.keys.clone());
     match client.call(Command::Status { name: None }).await {
         Ok(Response::Status(list)) => {
             let watchers = list.into_iter().map(|w| w.name).collect();
@@ -796,6 +812,7 @@ mod tests {
             control: format!("ipc://{dir}/{name}.ctl"),
             pubsub: format!("ipc://{dir}/{name}.pub"),
             labels: BTreeMap::new(),
+            keys: None,
         }
     }
 
@@ -995,6 +1012,7 @@ mod tests {
             timeout: Duration::from_millis(200),
             placement: crate::Strategy::LeastLoaded,
             nodes: vec![node],
+            key_files: Vec::new(),
         };
         let endpoint = format!("ipc://{path}/meta.pub");
         let relay = Relay::bind(RelayConfig {
@@ -1002,6 +1020,7 @@ mod tests {
             endpoint: endpoint.clone(),
             interval: Duration::from_millis(50),
             stale_after: 3,
+            keys: None,
         })
         .await
         .unwrap();

@@ -52,6 +52,7 @@ mod tests {
             control: String::new(),
             pubsub: String::new(),
             labels: [("zone".to_string(), "eu-1".to_string())].into(),
+            keys: None,
         }
     }
 

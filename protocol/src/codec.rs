@@ -5,8 +5,8 @@
 //! first, and a request that does not decode is decoded again loosely to tell a frame
 //! that is not a request at all, a request from another protocol version, an unknown
 //! command, and bad arguments to a known command apart, so that each gets its own
-//! clear error reply. Sealing bodies with pool keys will be added here, behind the
-//! same [`Codec`] methods, without touching callers.
+//! clear error reply. Sealing with keys wraps these bodies and lives in
+//! [`crate::seal`].
 
 use std::collections::BTreeMap;
 

@@ -91,15 +91,15 @@ impl fmt::Display for Endpoint {
 }
 
 /// Checks an endpoint something is about to bind: it must parse, and unless
-/// `insecure` it must stay on this host. `how_to_allow` ends the error message for a
-/// routable address (e.g. "set `insecure = true` in [agent]").
-pub fn check_bind(endpoint: &str, insecure: bool, how_to_allow: &str) -> Result<Endpoint, String> {
+/// `routable` (keys are configured, or `insecure` was asked for) it must stay on
+/// this host. `how_to_allow` ends the error message for a routable address (e.g.
+/// "name a key file in `admin_key`").
+pub fn check_bind(endpoint: &str, routable: bool, how_to_allow: &str) -> Result<Endpoint, String> {
     let parsed = Endpoint::parse(endpoint).map_err(|e| e.to_string())?;
-    if !insecure && !parsed.is_host_private() {
+    if !routable && !parsed.is_host_private() {
         return Err(format!(
             "'{endpoint}' is not a loopback address; without keys Ringmaster binds only \
-             loopback or ipc:// endpoints. Keep it on a private network and {how_to_allow} \
-             to bind it anyway"
+             loopback or ipc:// endpoints. To bind it, {how_to_allow}"
         ));
     }
     Ok(parsed)
@@ -144,10 +144,10 @@ mod tests {
     }
 
     #[test]
-    fn binds_refuse_routable_addresses_unless_insecure() {
+    fn binds_refuse_routable_addresses_without_keys_or_insecure() {
         let err = check_bind("tcp://0.0.0.0:5555", false, "pass --insecure").unwrap_err();
         assert!(
-            err.contains("not a loopback") && err.ends_with("pass --insecure to bind it anyway"),
+            err.contains("not a loopback") && err.ends_with("To bind it, pass --insecure"),
             "{err}"
         );
         assert!(check_bind("tcp://0.0.0.0:5555", true, "x").is_ok());

@@ -7,8 +7,10 @@
 //!   [`Response`], [`ErrorReply`]);
 //! - [`event`]: what an agent publishes ([`Event`]) and the topics it publishes under;
 //! - [`stats`]: the live statistics it publishes ([`stats::Stat`]);
-//! - [`codec`]: the one place where frames are encoded and decoded, with the protocol
-//!   version and the maximum frame size (sealing with keys will live there too);
+//! - [`codec`]: the one place where bodies are encoded and decoded, with the protocol
+//!   version and the maximum frame size;
+//! - [`seal`]: keys, sealed frames (authenticated encryption bound to a timestamp
+//!   and a nonce), the replay window, and the agent's [`seal::Gate`];
 //! - [`names`]: the rules for node and watcher names, which appear in topics;
 //! - [`endpoint`]: the endpoints Ringmaster binds and connects to, and which stay
 //!   on the host;
@@ -25,6 +27,7 @@ pub mod endpoint;
 pub mod event;
 pub mod message;
 pub mod names;
+pub mod seal;
 pub mod stats;
 #[cfg(feature = "transport")]
 pub mod transport;

@@ -367,6 +367,26 @@ pub enum Command {
 }
 
 impl Command {
+    /// True for commands that change state: they may be run without waiting
+    /// (`no_wait`), and a read key may not send them. Only `status`, `list`, `get`,
+    /// `options`, `globaloptions`, `numprocesses`, `numwatchers`, `nodeinfo`,
+    /// `stats` and `dstats` only read.
+    pub fn changes_state(&self) -> bool {
+        !matches!(
+            self,
+            Command::Status { .. }
+                | Command::List { .. }
+                | Command::Get { .. }
+                | Command::Options { .. }
+                | Command::GlobalOptions { .. }
+                | Command::NumProcesses { .. }
+                | Command::NumWatchers {}
+                | Command::NodeInfo {}
+                | Command::Stats { .. }
+                | Command::DStats {}
+        )
+    }
+
     /// The command's name on the wire (`status`, `incr`, ...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -480,8 +500,12 @@ pub enum ErrorKind {
     Os,
     /// The agent is shutting down.
     ShuttingDown,
-    /// The agent's config does not allow this (e.g. `exec` without `allow_exec`).
+    /// The agent's config does not allow this (e.g. `exec` without `allow_exec`),
+    /// or the client's key may only read.
     Forbidden,
+    /// The frame was refused before it was read: no key, a key the agent does not
+    /// know, a frame that fails authentication, an expired or replayed frame.
+    Unauthorized,
     /// Something the agent did not expect; the message says what.
     Internal,
     /// An error kind this client does not know (sent by a newer agent).
@@ -503,6 +527,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Os => "os error",
             ErrorKind::ShuttingDown => "shutting down",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Internal => "internal error",
             ErrorKind::Other => "error",
         };
@@ -528,7 +553,7 @@ pub enum Response {
     /// `get`, `options`, `globaloptions`.
     Options(OptionMap),
     /// `nodeinfo`.
-    NodeInfo(NodeInfo),
+    NodeInfo(Box<NodeInfo>),
     /// `stats`: the latest sample.
     Stats(StatsReport),
     /// `dstats`: the agent's own process.
@@ -692,4 +717,10 @@ pub struct NodeInfo {
     /// Messages the agent could not queue for publishing since it started.
     #[serde(default)]
     pub events_dropped: u64,
+    /// The agent requires sealed frames (it has keys).
+    #[serde(default)]
+    pub sealed: bool,
+    /// Frames the agent refused since it started, by reason.
+    #[serde(default)]
+    pub refused: crate::seal::RefusalCounts,
 }

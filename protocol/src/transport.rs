@@ -11,6 +11,10 @@
 //! - [`ControlServer`]: the agent's ROUTER, split so that replies can be sent from
 //!   the task that handled a request while the next requests are read.
 //! - [`Publisher`] and [`Subscriber`]: the two ends of the event stream.
+//!
+//! Given keys ([`crate::seal`]), the client seals its requests and opens the
+//! replies, the publisher seals every body and the subscriber opens every body and
+//! refuses old or repeated ones; callers never see a sealed frame.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,6 +29,7 @@ use zeromq::{
 use crate::codec::{Codec, DecodeError};
 use crate::event::Event;
 use crate::message::{Command, ErrorReply, Reply, Request, Response};
+use crate::seal::{self, Key, Keyring, Kind, Nonce, ReplayGuard};
 use crate::PROTOCOL_VERSION;
 
 /// Errors of the transport helpers.
@@ -68,6 +73,14 @@ pub enum TransportError {
     /// A frame could not be encoded or decoded.
     #[error("{0}")]
     Codec(String),
+    /// A published body was refused by this subscriber's keys.
+    #[error("refused a message on {topic}: {reason}")]
+    Refused {
+        /// Its topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Errors of [`Client::call`].
@@ -92,6 +105,7 @@ pub struct Client {
     endpoint: String,
     timeout: Duration,
     codec: Codec,
+    keys: Option<Keyring>,
     socket: Option<DealerSocket>,
     next_id: u64,
 }
@@ -101,6 +115,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("endpoint", &self.endpoint)
             .field("timeout", &self.timeout)
+            .field("keys", &self.keys.as_ref().map(Keyring::ids))
             .field("connected", &self.socket.is_some())
             .finish()
     }
@@ -114,11 +129,19 @@ impl Client {
             endpoint: endpoint.into(),
             timeout,
             codec: Codec::default(),
+            keys: None,
             socket: None,
             // Start ids at a random-ish value so that replies meant for an earlier
             // client of the same process are never mistaken for ours.
             next_id: u64::from(std::process::id()) << 32,
         }
+    }
+
+    /// Seals every request with the first of `keys` and opens replies with them
+    /// (`None`: talk in clear, to an agent without keys).
+    pub fn with_keys(mut self, keys: Option<Keyring>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// The endpoint this client talks to.
@@ -160,8 +183,31 @@ impl Client {
             .codec
             .encode(&request)
             .map_err(|e| TransportError::Codec(e.to_string()))?;
-        let reply = self.exchange(body, request.id).await?;
+        let (frame, nonce) = match &self.keys {
+            Some(keys) => {
+                let sealed = seal::seal(keys.primary(), Kind::Request, &[], &body)
+                    .map_err(TransportError::Codec)?;
+                (sealed.bytes, Some(sealed.nonce))
+            }
+            None => (body, None),
+        };
+        let reply = self.exchange(frame, request.id, nonce).await?;
         reply.result.map_err(ClientError::Remote)
+    }
+
+    /// Sends an arbitrary frame as is and returns the first frame that comes
+    /// back, unread. For tests of sealed frames.
+    pub async fn exchange_frame(&mut self, frame: Vec<u8>) -> Result<Bytes, TransportError> {
+        let deadline = Instant::now() + self.timeout;
+        let result = self.send_frame(frame, deadline).await;
+        let result = match result {
+            Ok(()) => self.recv_frame(deadline).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.socket = None;
+        }
+        result
     }
 
     /// Sends an arbitrary body and waits for the reply with id `expect_id` (0 for
@@ -171,12 +217,17 @@ impl Client {
         body: Vec<u8>,
         expect_id: u64,
     ) -> Result<Reply, TransportError> {
-        self.exchange(body, expect_id).await
+        self.exchange(body, expect_id, None).await
     }
 
-    async fn exchange(&mut self, body: Vec<u8>, id: u64) -> Result<Reply, TransportError> {
+    async fn exchange(
+        &mut self,
+        body: Vec<u8>,
+        id: u64,
+        nonce: Option<Nonce>,
+    ) -> Result<Reply, TransportError> {
         let deadline = Instant::now() + self.timeout;
-        let result = self.exchange_until(body, id, deadline).await;
+        let result = self.exchange_until(body, id, nonce, deadline).await;
         if result.is_err() {
             // A DEALER never reconnects by itself, and a late reply would confuse
             // the next request: start from a fresh socket next time.
@@ -189,43 +240,76 @@ impl Client {
         &mut self,
         body: Vec<u8>,
         id: u64,
+        nonce: Option<Nonce>,
         deadline: Instant,
     ) -> Result<Reply, TransportError> {
-        let endpoint = self.endpoint.clone();
-        let timeout_error = || TransportError::Timeout {
-            endpoint: endpoint.clone(),
-            after: self.timeout,
+        self.send_frame(body, deadline).await?;
+        loop {
+            let frame = self.recv_frame(deadline).await?;
+            if let Some(reply) = self.read_reply(&frame, id, nonce)? {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Reads one reply frame: `None` for a frame that is not the answer to request
+    /// `id` (a stale reply to an earlier, timed-out request, or one that does not
+    /// open), which is dropped.
+    fn read_reply(
+        &self,
+        frame: &[u8],
+        id: u64,
+        nonce: Option<Nonce>,
+    ) -> Result<Option<Reply>, TransportError> {
+        let sealed = seal::is_sealed(frame);
+        let reply: Reply = match (&self.keys, nonce) {
+            (Some(keys), Some(nonce)) if sealed => {
+                match seal::open(keys, Kind::Reply, &nonce, frame) {
+                    Ok(opened) => self.codec.decode(&opened.body)?,
+                    Err(_) => return Ok(None),
+                }
+            }
+            (None, _) | (_, None) if sealed => {
+                return Err(TransportError::Codec(format!(
+                    "the agent at {} sealed its reply: it has keys; pass --key FILE",
+                    self.endpoint
+                )))
+            }
+            _ => self.codec.decode(frame)?,
         };
+        if !sealed && self.keys.is_some() && nonce.is_some() {
+            // Only an agent's refusal to open our request comes in clear, and
+            // it cannot know the request id: accept errors, nothing else.
+            let refusal = reply.result.is_err() && (reply.id == id || reply.id == 0);
+            return Ok(refusal.then_some(reply));
+        }
+        Ok((reply.id == id).then_some(reply))
+    }
+
+    async fn send_frame(&mut self, body: Vec<u8>, deadline: Instant) -> Result<(), TransportError> {
         if self.socket.is_none() {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut options = SocketOptions::default();
             options.connect_timeout(remaining.max(Duration::from_millis(1)));
             let mut socket = DealerSocket::with_options(options);
+            let connect_error = |reason: String| TransportError::Connect {
+                endpoint: self.endpoint.clone(),
+                reason,
+            };
             match tokio::time::timeout(remaining, socket.connect(&self.endpoint)).await {
                 Ok(Ok(())) => self.socket = Some(socket),
-                Ok(Err(zeromq::ZmqError::Network(e))) => {
-                    return Err(TransportError::Connect {
-                        endpoint: self.endpoint.clone(),
-                        reason: e.to_string(),
-                    })
-                }
+                Ok(Err(zeromq::ZmqError::Network(e))) => return Err(connect_error(e.to_string())),
                 Ok(Err(zeromq::ZmqError::ConnectTimeout(_))) | Err(_) => {
-                    return Err(TransportError::Connect {
-                        endpoint: self.endpoint.clone(),
-                        reason: format!(
-                            "nothing answered within {:.1}s",
-                            self.timeout.as_secs_f64()
-                        ),
-                    })
+                    return Err(connect_error(format!(
+                        "nothing answered within {:.1}s",
+                        self.timeout.as_secs_f64()
+                    )))
                 }
-                Ok(Err(e)) => {
-                    return Err(TransportError::Connect {
-                        endpoint: self.endpoint.clone(),
-                        reason: e.to_string(),
-                    })
-                }
+                Ok(Err(e)) => return Err(connect_error(e.to_string())),
             }
         }
+        let endpoint = self.endpoint.clone();
+        let timeout = self.timeout;
         let Some(socket) = self.socket.as_mut() else {
             return Err(TransportError::Io {
                 endpoint,
@@ -236,15 +320,27 @@ impl Client {
         message.push_back(Bytes::from(body));
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, socket.send(message)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(TransportError::Io {
-                    endpoint,
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => return Err(timeout_error()),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(TransportError::Io {
+                endpoint,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(TransportError::Timeout {
+                endpoint,
+                after: timeout,
+            }),
         }
+    }
+
+    async fn recv_frame(&mut self, deadline: Instant) -> Result<Bytes, TransportError> {
+        let endpoint = self.endpoint.clone();
+        let timeout = self.timeout;
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(TransportError::Io {
+                endpoint,
+                reason: "no socket".into(),
+            });
+        };
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let frames = match tokio::time::timeout(remaining, socket.recv()).await {
@@ -255,16 +351,16 @@ impl Client {
                         reason: e.to_string(),
                     })
                 }
-                Err(_) => return Err(timeout_error()),
+                Err(_) => {
+                    return Err(TransportError::Timeout {
+                        endpoint,
+                        after: timeout,
+                    })
+                }
             };
-            let Some(last) = frames.iter().last() else {
-                continue;
-            };
-            let reply: Reply = self.codec.decode(last)?;
-            if reply.id == id {
-                return Ok(reply);
+            if let Some(last) = frames.into_vec().pop() {
+                return Ok(last);
             }
-            // A stale reply to an earlier, timed-out request: drop it.
         }
     }
 }
@@ -415,6 +511,7 @@ impl Replier {
 pub struct Publisher {
     socket: PubSocket,
     endpoint: String,
+    key: Option<Key>,
 }
 
 impl Publisher {
@@ -425,7 +522,14 @@ impl Publisher {
         Ok(Publisher {
             socket,
             endpoint: bound,
+            key: None,
         })
+    }
+
+    /// Seals every body with `key` from now on (`None`: publish in clear). The
+    /// topic stays in clear so that subscribers can filter on it.
+    pub fn seal_with(&mut self, key: Option<Key>) {
+        self.key = key;
     }
 
     /// The bound endpoint.
@@ -435,6 +539,14 @@ impl Publisher {
 
     /// Publishes one message: the topic frame, then the body.
     pub async fn publish(&mut self, topic: &str, body: Vec<u8>) -> Result<(), TransportError> {
+        let body = match &self.key {
+            Some(key) => {
+                seal::seal(key, Kind::Publication, topic.as_bytes(), &body)
+                    .map_err(TransportError::Codec)?
+                    .bytes
+            }
+            None => body,
+        };
         let mut message = ZmqMessage::from(topic.to_string());
         message.push_back(Bytes::from(body));
         self.socket
@@ -460,6 +572,7 @@ pub enum Published {
 pub struct Subscriber {
     socket: SubSocket,
     codec: Codec,
+    keys: Option<(Keyring, ReplayGuard)>,
 }
 
 impl Subscriber {
@@ -486,6 +599,7 @@ impl Subscriber {
             Ok(Ok(())) => Ok(Subscriber {
                 socket,
                 codec: Codec::default(),
+                keys: None,
             }),
             Ok(Err(e)) => Err(TransportError::Connect {
                 endpoint: endpoint.to_string(),
@@ -498,7 +612,17 @@ impl Subscriber {
         }
     }
 
-    /// The next message: its topic and raw body.
+    /// Opens every body with `keys` from now on, refusing bodies in clear and
+    /// bodies older than the replay window or repeated within it (`None`: expect
+    /// bodies in clear).
+    pub fn with_keys(mut self, keys: Option<Keyring>) -> Self {
+        self.keys = keys.map(|k| (k, ReplayGuard::new(seal::DEFAULT_REPLAY_WINDOW)));
+        self
+    }
+
+    /// The next message: its topic and body (opened, when this subscriber has
+    /// keys). A body that is refused is a [`TransportError::Refused`] naming its
+    /// topic; the subscriber stays usable.
     pub async fn recv(&mut self) -> Result<(String, Bytes), TransportError> {
         loop {
             let message = self.socket.recv().await.map_err(|e| TransportError::Io {
@@ -509,8 +633,48 @@ impl Subscriber {
             let (Some(topic), Some(body)) = (frames.next(), frames.next()) else {
                 continue;
             };
-            return Ok((String::from_utf8_lossy(&topic).into_owned(), body));
+            let topic = String::from_utf8_lossy(&topic).into_owned();
+            let body = self.open(&topic, body)?;
+            return Ok((topic, body));
         }
+    }
+
+    fn open(&mut self, topic: &str, body: Bytes) -> Result<Bytes, TransportError> {
+        let refused = |reason: String| TransportError::Refused {
+            topic: topic.to_string(),
+            reason,
+        };
+        let sealed = seal::is_sealed(&body);
+        let Some((keys, guard)) = self.keys.as_mut() else {
+            if sealed {
+                let key = seal::header(&body).map_or_else(|_| "?".into(), |h| h.key.to_string());
+                return Err(refused(format!(
+                    "it is sealed with key {key}: the publisher has keys; pass --key FILE"
+                )));
+            }
+            return Ok(body);
+        };
+        if !sealed {
+            return Err(refused(
+                "it is in clear and this subscriber has keys: the publisher has no keys, \
+                 or someone else is publishing there"
+                    .into(),
+            ));
+        }
+        let opened =
+            seal::open(keys, Kind::Publication, topic.as_bytes(), &body).map_err(|refusal| {
+                match refusal {
+                    seal::Refusal::UnknownKey(id) => refused(format!(
+                        "it is sealed with key {id}, which is not among your keys \
+                     (the agents' read key? add it with --key, or to the pool's key list)"
+                    )),
+                    other => refused(other.to_string()),
+                }
+            })?;
+        guard
+            .check(opened.timestamp_ms, &opened.nonce)
+            .map_err(|r| refused(r.to_string()))?;
+        Ok(Bytes::from(opened.body))
     }
 
     /// The next message, decoded: an event or statistics. Messages of other kinds

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ringmaster_protocol::seal::Keyring;
 use ringmaster_protocol::transport::{Client, Subscriber};
 use ringmaster_protocol::{Command as Cmd, Response};
 use tempfile::TempDir;
@@ -145,6 +146,57 @@ pub struct TestAgent {
     pub pubsub: String,
     /// Extra environment variables of the agent process.
     env: Vec<(String, String)>,
+    /// The keys clients of this agent use (admin first), when it has keys.
+    pub keys: Option<Keyring>,
+    /// The files of those keys.
+    pub key_files: Option<KeyFiles>,
+}
+
+/// An admin and a read key file, made by the real `nodectl keygen`.
+#[derive(Debug, Clone)]
+pub struct KeyFiles {
+    /// The admin key file.
+    pub admin: PathBuf,
+    /// The read key file.
+    pub read: PathBuf,
+}
+
+impl KeyFiles {
+    /// Makes `admin.key` and `read.key` in `dir` with `nodectl keygen`.
+    pub fn generate(dir: &Path) -> KeyFiles {
+        let files = KeyFiles {
+            admin: dir.join("admin.key"),
+            read: dir.join("read.key"),
+        };
+        for file in [&files.admin, &files.read] {
+            let out = Command::new(bin_path("nodectl"))
+                .arg("keygen")
+                .arg(file)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run nodectl keygen: {e}"));
+            assert!(
+                out.status.success(),
+                "nodectl keygen {} failed: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        files
+    }
+
+    /// Both keys, admin first (as a client with both holds them).
+    pub fn keyring(&self) -> Keyring {
+        Keyring::load(&[self.admin.clone(), self.read.clone()])
+            .unwrap_or_else(|e| panic!("cannot load the test keys: {e}"))
+            .unwrap_or_else(|| panic!("no test keys"))
+    }
+
+    /// The read key alone.
+    pub fn read_only(&self) -> Keyring {
+        Keyring::load(std::slice::from_ref(&self.read))
+            .unwrap_or_else(|e| panic!("cannot load the read key: {e}"))
+            .unwrap_or_else(|| panic!("no read key"))
+    }
 }
 
 impl TestAgent {
@@ -157,6 +209,48 @@ impl TestAgent {
     /// [`TestAgent::start`] with extra environment variables for the agent process
     /// (e.g. `NOTIFY_SOCKET`).
     pub fn start_with_env(node: &str, body: &str, env: &[(&str, &str)]) -> TestAgent {
+        let mut agent = Self::prepare(node, body, env);
+        agent.launch();
+        agent
+    }
+
+    /// [`TestAgent::start`] for an agent with keys: `nodectl keygen` makes an admin
+    /// and a read key in its dir, its config names them, and its [`client`],
+    /// [`subscribe`] and [`nodectl`] use them.
+    ///
+    /// [`client`]: TestAgent::client
+    /// [`subscribe`]: TestAgent::subscribe
+    /// [`nodectl`]: TestAgent::nodectl
+    pub fn start_keyed(node: &str, body: &str) -> (TestAgent, KeyFiles) {
+        let probe = Self::prepare(node, "", &[]);
+        let keys = KeyFiles::generate(probe.dir());
+        let agent = Self::start_with_keys(node, body, &keys, probe);
+        (agent, keys)
+    }
+
+    /// An agent with the keys in `keys` (shared by several agents of a pool).
+    pub fn start_shared_keys(node: &str, body: &str, keys: &KeyFiles) -> TestAgent {
+        let probe = Self::prepare(node, "", &[]);
+        Self::start_with_keys(node, body, keys, probe)
+    }
+
+    fn start_with_keys(node: &str, body: &str, keys: &KeyFiles, shell: TestAgent) -> TestAgent {
+        let mut agent = shell;
+        agent.rewrite_config(&format!(
+            "admin_key = \"{}\"\nread_key = \"{}\"\n{body}",
+            keys.admin.display(),
+            keys.read.display()
+        ));
+        agent.node = node.to_string();
+        agent.keys = Some(keys.keyring());
+        agent.key_files = Some(keys.clone());
+        agent.launch();
+        agent
+    }
+
+    /// Writes the config of an agent named `node` in a new temp dir, without
+    /// starting it.
+    pub fn prepare(node: &str, body: &str, env: &[(&str, &str)]) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("ringmaster-test-")
             .tempdir()
@@ -168,7 +262,7 @@ impl TestAgent {
         );
         std::fs::write(dir.path().join("agent.toml"), config)
             .unwrap_or_else(|e| panic!("cannot write config: {e}"));
-        let mut agent = TestAgent {
+        let agent = TestAgent {
             dir,
             child: None,
             node: node.to_string(),
@@ -178,8 +272,9 @@ impl TestAgent {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            keys: None,
+            key_files: None,
         };
-        agent.launch();
         agent
     }
 
@@ -295,7 +390,7 @@ impl TestAgent {
 
     /// A protocol client of this agent.
     pub fn client(&self) -> Client {
-        Client::new(self.control.clone(), DEADLINE)
+        Client::new(self.control.clone(), DEADLINE).with_keys(self.keys.clone())
     }
 
     /// Sends one command and returns its result, panicking on an error reply.
@@ -312,11 +407,20 @@ impl TestAgent {
         Subscriber::connect(&self.pubsub, &[prefix], DEADLINE)
             .await
             .unwrap_or_else(|e| panic!("cannot subscribe: {e}"))
+            .with_keys(self.keys.clone())
     }
 
     /// Runs `nodectl --endpoint <control> ARGS...`.
     pub fn nodectl(&self, args: &[&str]) -> Output {
-        Command::new(bin_path("nodectl"))
+        let mut command = Command::new(bin_path("nodectl"));
+        match &self.key_files {
+            Some(keys) => command.env(
+                "RINGMASTER_KEY",
+                format!("{}:{}", keys.admin.display(), keys.read.display()),
+            ),
+            None => command.env_remove("RINGMASTER_KEY"),
+        };
+        command
             .arg("--endpoint")
             .arg(&self.control)
             .args(args)

@@ -9,11 +9,14 @@ mod e2e {
     mod commands;
     mod exec;
     mod lifecycle;
+    mod logging;
     mod nodectl;
     mod nodetop;
+    mod packaging;
     mod persistence;
     mod pool;
     mod relay;
+    mod security;
     mod stats;
     mod systemd;
 }

@@ -19,26 +19,9 @@ use crate::exec;
 use crate::persist::{plan, Change};
 
 impl Agent {
-    /// True for commands that change state (and so may be run without waiting).
-    pub fn is_mutating(command: &Command) -> bool {
-        !matches!(
-            command,
-            Command::Status { .. }
-                | Command::List { .. }
-                | Command::Get { .. }
-                | Command::Options { .. }
-                | Command::GlobalOptions { .. }
-                | Command::NumProcesses { .. }
-                | Command::NumWatchers {}
-                | Command::NodeInfo {}
-                | Command::Stats { .. }
-                | Command::DStats {}
-        )
-    }
-
     /// Runs one command to completion.
     pub async fn handle(self: &Rc<Self>, command: Command) -> CmdResult<Response> {
-        if Self::is_mutating(&command) && !matches!(command, Command::Quit {}) {
+        if command.changes_state() && !matches!(command, Command::Quit {}) {
             self.refuse_if_shutting_down()?;
         }
         match command {
@@ -119,7 +102,7 @@ impl Agent {
                 self.quit.notify_one();
                 Ok(Response::Changes(report))
             }
-            Command::NodeInfo {} => Ok(Response::NodeInfo(self.node_info())),
+            Command::NodeInfo {} => Ok(Response::NodeInfo(Box::new(self.node_info()))),
             Command::Stats { name } => self.stats(name.as_deref()).map(Response::Stats),
             Command::DStats {} => self.latest_stats.borrow().own.clone().map(Response::DStats).ok_or_else(|| {
                 ErrorReply::new(
@@ -700,6 +683,8 @@ impl Agent {
             control: self.control.clone(),
             pubsub: self.pubsub.clone(),
             events_dropped: self.dropped.get(),
+            sealed: settings.keys.is_some(),
+            refused: self.refused.borrow().clone(),
         }
     }
 }

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ringmaster_protocol::message::{ChangeReport, WatcherState};
+use ringmaster_protocol::seal::RefusalCounts;
 use ringmaster_protocol::stats::{Stat, StatKind};
 use ringmaster_protocol::{Codec, ErrorKind, ErrorReply, Event, EventKind, ExitInfo, Signal};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
@@ -119,6 +120,7 @@ pub struct Agent {
     events: mpsc::Sender<Outgoing>,
     seq: Cell<u64>,
     dropped: Cell<u64>,
+    refused: RefCell<RefusalCounts>,
     started: Instant,
     shutting_down: Cell<bool>,
     quit: Notify,
@@ -221,6 +223,7 @@ impl Agent {
             events,
             seq: Cell::new(0),
             dropped: Cell::new(0),
+            refused: RefCell::new(RefusalCounts::default()),
             started: Instant::now(),
             shutting_down: Cell::new(false),
             quit: Notify::new(),
@@ -232,6 +235,11 @@ impl Agent {
     /// Node name.
     pub fn node(&self) -> String {
         self.settings.borrow().node.clone()
+    }
+
+    /// Records the control endpoint's refusal counts, for `nodeinfo`.
+    pub fn record_refusals(&self, counts: &RefusalCounts) {
+        self.refused.borrow_mut().clone_from(counts);
     }
 
     /// One line for systemd's `STATUS=`: how many watchers and processes.

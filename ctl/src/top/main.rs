@@ -36,6 +36,7 @@ use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
+use ringmaster_protocol::seal::Keyring;
 use ringmaster_protocol::transport::{Client, ClientError, Published, Subscriber, TransportError};
 use ringmaster_protocol::{Command, Response};
 use tokio::signal::unix::{signal, SignalKind};
@@ -92,6 +93,16 @@ struct Cli {
     /// The pools file.
     #[arg(long, value_name = "FILE")]
     pools: Option<PathBuf>,
+
+    /// Key file for agents with keys: their read or admin key (repeatable, or
+    /// ':'-separated in $RINGMASTER_KEY). With --pool, replaces the pool's `key`.
+    #[arg(
+        long = "key",
+        value_name = "FILE",
+        env = "RINGMASTER_KEY",
+        value_delimiter = ':'
+    )]
+    keys: Vec<PathBuf>,
 
     /// Seconds between two refreshes of the screen.
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = seconds)]
@@ -177,9 +188,10 @@ fn main() -> ExitCode {
 }
 
 /// The command line; a --pool taken from $RINGMASTER_POOL is dropped when
-/// --endpoint or --pubsub says what to show.
+/// --endpoint or --pubsub says what to show. The hidden --completions SHELL and
+/// --man flags print and exit.
 fn parse() -> Cli {
-    let matches = Cli::command().get_matches();
+    let matches = ringmaster_cli::generate::get_matches(Cli::command());
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let from_env = matches.value_source("pool") == Some(ValueSource::EnvVariable);
     if from_env && (!cli.endpoint.is_empty() || !cli.pubsub.is_empty()) {
@@ -201,12 +213,14 @@ fn pool_sources(cli: &Cli) -> Result<Vec<Source>, String> {
         cli.pool.as_deref(),
         &cli.node,
         &cli.filters,
+        &cli.keys,
     )?;
     Ok(nodes
         .into_iter()
         .map(|node| Source {
             pubsub: node.pubsub,
             node: Some(node.name),
+            keys: node.keys,
         })
         .collect())
 }
@@ -218,6 +232,8 @@ struct Source {
     pubsub: String,
     /// The node behind it, when an agent told us.
     node: Option<String>,
+    /// The keys its bodies are sealed with (`None`: in clear).
+    keys: Option<Keyring>,
 }
 
 /// What the subscriber tasks send to the main loop.
@@ -329,9 +345,10 @@ async fn resolve(cli: &Cli, pool_sources: Vec<Source>) -> anyhow::Result<Vec<Sou
                 .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
         );
     }
+    let keys = Keyring::load(&cli.keys)?;
     let asks: Vec<_> = controls
         .iter()
-        .map(|control| tokio::spawn(ask_pubsub(control.clone(), cli.timeout)))
+        .map(|control| tokio::spawn(ask_pubsub(control.clone(), keys.clone(), cli.timeout)))
         .collect();
     let mut sources: Vec<Source> = Vec::new();
     for source in pool_sources {
@@ -346,6 +363,7 @@ async fn resolve(cli: &Cli, pool_sources: Vec<Source>) -> anyhow::Result<Vec<Sou
             Source {
                 pubsub: pubsub.clone(),
                 node: None,
+                keys: keys.clone(),
             },
         );
     }
@@ -364,12 +382,17 @@ fn add_source(sources: &mut Vec<Source>, source: Source) {
 }
 
 /// Asks the agent at `control` for its node name and publish endpoint.
-async fn ask_pubsub(control: String, timeout: Duration) -> anyhow::Result<Source> {
-    let mut client = Client::new(control.clone(), timeout);
+async fn ask_pubsub(
+    control: String,
+    keys: Option<Keyring>,
+    timeout: Duration,
+) -> anyhow::Result<Source> {
+    let mut client = Client::new(control.clone(), timeout).with_keys(keys.clone());
     match client.call(Command::NodeInfo {}).await {
         Ok(Response::NodeInfo(info)) => Ok(Source {
             pubsub: reachable_pubsub(&control, &info.pubsub),
             node: Some(info.node),
+            keys,
         }),
         Ok(_) => bail!("agent at {control} answered nodeinfo with an unexpected reply"),
         Err(ClientError::Remote(error)) => {
@@ -407,6 +430,7 @@ fn reachable_pubsub(control: &str, pubsub: &str) -> String {
 /// node's name when it is known, else under the endpoint.
 async fn follow(source: Source, feed: mpsc::Sender<Feed>) {
     let endpoint = source.pubsub;
+    let keys = source.keys;
     let label = source.node.unwrap_or_else(|| endpoint.clone());
     let problem = |problem: Option<String>| Feed::Problem {
         source: label.clone(),
@@ -415,7 +439,8 @@ async fn follow(source: Source, feed: mpsc::Sender<Feed>) {
     let mut retry = RETRY_FIRST;
     loop {
         match Subscriber::connect(&endpoint, PREFIXES, CONNECT_TIMEOUT).await {
-            Ok(mut subscriber) => {
+            Ok(subscriber) => {
+                let mut subscriber = subscriber.with_keys(keys.clone());
                 retry = RETRY_FIRST;
                 if feed.send(problem(None)).await.is_err() {
                     return;
@@ -428,6 +453,7 @@ async fn follow(source: Source, feed: mpsc::Sender<Feed>) {
                         Err(TransportError::Codec(reason)) => {
                             problem(Some(format!("undecodable message: {reason}")))
                         }
+                        Err(e @ TransportError::Refused { .. }) => problem(Some(e.to_string())),
                         Err(e) => {
                             if feed.send(problem(Some(e.to_string()))).await.is_err() {
                                 return;
@@ -592,11 +618,13 @@ pubsub = "ipc:///tmp/p.sock"
             [
                 Source {
                     pubsub: "tcp://10.0.0.1:5556".into(),
-                    node: Some("web-1".into())
+                    node: Some("web-1".into()),
+                    keys: None,
                 },
                 Source {
                     pubsub: "tcp://10.0.0.2:5556".into(),
-                    node: Some("web-2".into())
+                    node: Some("web-2".into()),
+                    keys: None,
                 },
             ]
         );
@@ -643,6 +671,7 @@ pubsub = "ipc:///tmp/p.sock"
         let source = |pubsub: &str, node: Option<&str>| Source {
             pubsub: pubsub.into(),
             node: node.map(str::to_string),
+            keys: None,
         };
         let mut sources = Vec::new();
         add_source(&mut sources, source("tcp://h:5556", Some("a")));

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ringmaster_cli::logging::LogFormat;
 use ringmaster_meta::pools::{self, PoolsFile};
 use ringmaster_meta::relay::{self, Relay, RelayConfig};
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,8 +23,11 @@ Examples:
   nodemeta --pools /etc/ringmaster/pools.toml --pool prod \\
            --pubsub ipc:///run/ringmaster/prod.pub --interval 2 --stale-after 5
 
-  # Serve other hosts (no keys: keep it on a private network)
-  nodemeta --pool prod --pubsub tcp://10.0.0.2:5570 --insecure
+  # Serve other hosts: with the pool's keys (pools file `key`), frames are sealed
+  nodemeta --pool prod --pubsub tcp://10.0.0.2:5570
+
+  # Serve other hosts without keys (keep it on a private network)
+  nodemeta --pool dev --pubsub tcp://10.0.0.2:5570 --insecure
 
 Exit codes:
   0  stopped by SIGTERM or SIGINT
@@ -46,8 +50,9 @@ Exit codes:
 /// connection is reopened; when it speaks again it is up and re-synced with
 /// `status`.
 ///
-/// Without keys nodemeta binds only loopback or ipc:// endpoints unless --insecure
-/// is given. It stops on SIGTERM or SIGINT.
+/// With keys (the pool's `key` in the pools file, or --key) nodemeta opens what
+/// the agents publish and seals what it republishes; without keys it binds only
+/// loopback or ipc:// endpoints unless --insecure is given. It stops on SIGTERM or SIGINT.
 #[derive(Debug, Parser)]
 #[command(name = "nodemeta", version, long_about, after_help = EXAMPLES)]
 struct Args {
@@ -74,14 +79,38 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 3)]
     stale_after: u32,
 
-    /// Allow binding a non-loopback TCP address (nothing is encrypted or
-    /// authenticated: use a private network).
+    /// Key file(s) to open the agents' frames with and to seal what nodemeta
+    /// publishes (repeatable, or ':'-separated in $RINGMASTER_KEY) [default: the
+    /// pool's `key` in the pools file]. nodemeta seals its own messages with the
+    /// last key: list the read key last so that read-only subscribers can open
+    /// them.
+    #[arg(
+        long = "key",
+        value_name = "FILE",
+        env = "RINGMASTER_KEY",
+        value_delimiter = ':'
+    )]
+    keys: Vec<PathBuf>,
+
+    /// Allow binding a non-loopback TCP address without keys (nothing is encrypted
+    /// or authenticated: use a private network).
     #[arg(long)]
     insecure: bool,
 
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// How log lines look: auto (journald's format when stderr is the journal, else
+    /// human), human, journald, or json.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Auto,
+        env = "RINGMASTER_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
 }
 
 /// Why nodemeta stops with an error.
@@ -93,8 +122,9 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    init_logging(args.verbose);
+    // As Args::parse(), and the hidden --completions SHELL and --man flags.
+    let args: Args = ringmaster_cli::generate::parse();
+    ringmaster_cli::logging::init(args.log_format, args.verbose);
     match configure(&args).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
@@ -122,15 +152,20 @@ fn configure(args: &Args) -> Result<RelayConfig, Failure> {
             args.stale_after
         )));
     }
-    relay::check_bind_endpoint(&args.pubsub, args.insecure)
-        .map_err(|e| Failure::Usage(format!("--pubsub: {e}")))?;
     let path = pools::locate(args.pools.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
     let file = PoolsFile::load(&path).map_err(|e| Failure::Usage(e.to_string()))?;
-    let pool = file
+    let mut pool = file
         .pool(&args.pool)
         .map_err(|e| Failure::Usage(e.to_string()))?
         .clone();
+    let keys = pool.keys(&args.keys).map_err(Failure::Usage)?;
+    for node in &mut pool.nodes {
+        node.keys = keys.clone();
+    }
+    relay::check_bind_endpoint(&args.pubsub, args.insecure || keys.is_some())
+        .map_err(|e| Failure::Usage(format!("--pubsub: {e}")))?;
     Ok(RelayConfig {
+        keys,
         pool,
         endpoint: args.pubsub.clone(),
         interval: Duration::from_secs_f64(args.interval),
@@ -163,20 +198,4 @@ fn run(config: RelayConfig) -> Result<(), Failure> {
             .await;
         Ok(())
     })
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }

@@ -25,7 +25,9 @@
 //! 7. a pool of 50 agents with 100 processes each (see [`pool`]): `nodectl --pool`
 //!    status fan-out wall time (target: p50 ≤ 50 ms), and `nodemeta` relaying all
 //!    of their statistics: its CPU (target: ≤ 10% of a core) and the delay to its
-//!    subscribers (target: p99 ≤ 20 ms), against a direct subscriber.
+//!    subscribers (target: p99 ≤ 20 ms), against a direct subscriber;
+//! 8. what keys cost (see [`sealing`]): `status` round trips to an agent with keys
+//!    against one without, in alternating blocks (target: p99 ratio ≤ 1.5×).
 //!
 //! `--quick` scales the counts down for a smoke run. The exit code is 0 when every
 //! phase ran, whether or not the targets were met (this is a report), and 1 when a
@@ -37,6 +39,7 @@ use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 mod pool;
+mod sealing;
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -197,6 +200,9 @@ fn run(scale: Scale) -> Result<Report> {
         if let Err(e) = pool::pool_phase(scale.pool, &mut report).await {
             report.fail("pool phase", &e);
         }
+        if let Err(e) = sealing::sealing_phase(scale.requests, &mut report).await {
+            report.fail("keys phase", &e);
+        }
     });
     Ok(report)
 }
@@ -259,6 +265,10 @@ fn print_header(scale: Scale, agent_bin: &std::path::Path) {
     println!(
         "          7. a pool of {} agents x {} processes: nodectl --pool fan-out, nodemeta relay",
         scale.pool.nodes, scale.pool.processes
+    );
+    println!(
+        "          8. keys: {} status requests each to an agent with keys and one without",
+        scale.requests
     );
     println!("machine:  {cpus} CPUs ({model}), Linux {kernel}");
     println!(
