@@ -134,7 +134,10 @@ fn topic_filter(prefixes: &[String]) -> Vec<&str> {
 
 /// Passes decoded messages on until the subscriber fails (then true: reconnect) or
 /// the printer is gone (false).
+/// A message that cannot be read is reported once, not once per message: a
+/// subscriber without the right key would otherwise print a line per message.
 async fn forward(mut subscriber: Subscriber, tx: mpsc::Sender<Published>) -> bool {
+    let mut reported = std::collections::HashSet::new();
     loop {
         match subscriber.recv_published().await {
             Ok(message) => {
@@ -143,7 +146,13 @@ async fn forward(mut subscriber: Subscriber, tx: mpsc::Sender<Published>) -> boo
                 }
             }
             Err(e @ (TransportError::Codec(_) | TransportError::Refused { .. })) => {
-                eprintln!("nodectl: {e}")
+                let why = match &e {
+                    TransportError::Refused { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                if reported.len() < 100 && reported.insert(why) {
+                    eprintln!("nodectl: {e}");
+                }
             }
             Err(_) => return true,
         }
