@@ -475,3 +475,39 @@ async fn a_pool_with_keys_nodectl_and_nodemeta() {
     }
     ringmaster_tests::terminate(&mut meta, Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn every_exec_is_logged_with_the_callers_key_id() {
+    let (agent, keys) = TestAgent::start_keyed("sealexec", "allow_exec = true\n");
+    let admin = Key::load(&keys.admin).unwrap();
+    let out = agent
+        .call(Command::Exec {
+            cmd: "echo sealed".into(),
+            timeout: 10.0,
+        })
+        .await;
+    assert!(matches!(out, Response::Exec(_)), "{out:?}");
+    let id = admin.id().to_string();
+    wait_for(
+        "the exec to be logged with the key id",
+        DEADLINE,
+        || async {
+            agent
+                .log()
+                .lines()
+                .any(|l| l.contains("exec requested") && l.contains(&id) && l.contains("admin"))
+        },
+    )
+    .await;
+    // The read key may not exec.
+    let mut reader = Client::new(agent.control.clone(), DEADLINE).with_keys(Some(keys.read_only()));
+    let (kind, _) = refusal(
+        &mut reader,
+        Command::Exec {
+            cmd: "echo no".into(),
+            timeout: 10.0,
+        },
+    )
+    .await;
+    assert_eq!(kind, ErrorKind::Forbidden);
+}

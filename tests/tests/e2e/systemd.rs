@@ -151,3 +151,21 @@ fn the_units_pass_systemd_analyze_verify_where_available() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
+
+/// The default `/etc/ringmaster/agent.toml` shipped in `packaging/` is valid as is.
+#[test]
+fn the_packaged_agent_config_is_valid() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+    let out = std::process::Command::new(ringmaster_tests::bin_path("nodeagent"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} is not valid: {}",
+        config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
