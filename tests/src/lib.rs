@@ -150,6 +150,8 @@ pub struct TestAgent {
     pub keys: Option<Keyring>,
     /// The files of those keys.
     pub key_files: Option<KeyFiles>,
+    /// Processes left behind by [`TestAgent::kill9`], killed on drop.
+    orphans: Vec<u32>,
 }
 
 /// An admin and a read key file, made by the real `nodectl keygen`.
@@ -274,6 +276,7 @@ impl TestAgent {
                 .collect(),
             keys: None,
             key_files: None,
+            orphans: Vec::new(),
         };
         agent
     }
@@ -382,8 +385,10 @@ impl TestAgent {
         self.wait_exit(DEADLINE)
     }
 
-    /// SIGKILL (no cleanup: its processes are orphaned) and reap.
+    /// SIGKILL (no cleanup: its processes are orphaned, and killed when the
+    /// `TestAgent` is dropped) and reap.
     pub fn kill9(&mut self) {
+        self.orphans.extend(children_of(self.pid()));
         self.signal(nix::sys::signal::Signal::SIGKILL);
         self.wait_exit(DEADLINE);
     }
@@ -458,10 +463,32 @@ impl Drop for TestAgent {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, Duration::from_secs(10));
         }
+        for pid in self.orphans.drain(..) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if std::thread::panicking() {
             eprintln!("---- log of nodeagent '{}' ----\n{}", self.node, self.log());
         }
     }
+}
+
+/// The direct children of `pid`, from `/proc/PID/task/*/children`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// Events of one subscription, with helpers to wait for specific ones.
