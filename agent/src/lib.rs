@@ -71,25 +71,25 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         .await
         .context("cannot open the publish endpoint (set [agent] pubsub)")?;
     let gate = match &config.agent.keys {
-        Some(keys) => Gate::keyed(
-            Codec::default(),
-            keys.admin.clone(),
-            keys.read.clone(),
-            keys.replay_window,
-        ),
-        None => Gate::open(Codec::default()),
+        Some(keys) => {
+            info!(
+                admin_key = %keys.admin.id(),
+                read_key = %keys.read.as_ref().map_or_else(|| "-".to_string(), |k| k.id().to_string()),
+                "frames are sealed"
+            );
+            Gate::keyed(
+                Codec::default(),
+                keys.admin.clone(),
+                keys.read.clone(),
+                keys.replay_window,
+            )
+        }
+        None => {
+            info!("no keys: frames travel in clear (loopback and ipc:// only, unless insecure)");
+            Gate::open(Codec::default())
+        }
     };
     publisher.seal_with(gate.publication_key().cloned());
-    match &config.agent.keys {
-        Some(keys) => info!(
-            admin_key = %keys.admin.id(),
-            read_key = %keys.read.as_ref().map_or_else(|| "-".to_string(), |k| k.id().to_string()),
-            "frames are sealed"
-        ),
-        None => {
-            info!("no keys: frames travel in clear (loopback and ipc:// only, unless insecure)")
-        }
-    }
     let (events, queue) = mpsc::channel(PUBLISH_QUEUE);
     let stats_interval = config.agent.stats_interval;
     let agent = Agent::new(

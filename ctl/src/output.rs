@@ -183,7 +183,7 @@ fn print_node_info(info: &NodeInfo) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let rows = [
+    let mut rows = vec![
         ("node", info.node.clone()),
         ("labels", labels),
         (
@@ -224,7 +224,6 @@ fn print_node_info(info: &NodeInfo) {
         ),
     ];
     let refused = &info.refused;
-    let mut rows = rows.to_vec();
     if refused.total() > 0 {
         rows.push((
             "refused",

@@ -373,12 +373,10 @@ pub fn resolve(
         .iter()
         .map(|f| f.parse::<LabelFilter>())
         .collect::<Result<Vec<_>, _>>()?;
-    let mut nodes = pool.select(only, &filters).map_err(|e| e.to_string())?;
-    let keys = pool.keys(key_files)?;
-    for node in &mut nodes {
-        node.keys = keys.clone();
-    }
-    Ok((pool.clone(), nodes))
+    let mut pool = pool.clone();
+    pool.attach_keys(key_files)?;
+    let nodes = pool.select(only, &filters).map_err(|e| e.to_string())?;
+    Ok((pool, nodes))
 }
 
 /// A condition on a node's labels: `zone=eu-1` or `zone!=eu-1`.
@@ -433,15 +431,20 @@ impl fmt::Display for LabelFilter {
 }
 
 impl Pool {
-    /// Loads the keys to talk to this pool with: `overrides` (from `--key`) when
-    /// given, else the pool's `key` files; `None` when there are none.
-    pub fn keys(&self, overrides: &[PathBuf]) -> Result<Option<Keyring>, String> {
+    /// Loads the keys to talk to this pool with, `overrides` (from `--key`) when
+    /// given, else the pool's `key` files, and gives them to every node. Returns
+    /// them (`None` when there are none).
+    pub fn attach_keys(&mut self, overrides: &[PathBuf]) -> Result<Option<Keyring>, String> {
         let files = if overrides.is_empty() {
             &self.key_files
         } else {
             overrides
         };
-        Keyring::load(files).map_err(|e| format!("pool '{}': {e}", self.name))
+        let keys = Keyring::load(files).map_err(|e| format!("pool '{}': {e}", self.name))?;
+        for node in &mut self.nodes {
+            node.keys = keys.clone();
+        }
+        Ok(keys)
     }
 
     /// The nodes a command targets: those named in `only` (all when empty) that

@@ -767,6 +767,19 @@ struct GateKeys {
     guard: ReplayGuard,
 }
 
+impl GateKeys {
+    /// The key with this id, and what it may do.
+    fn by_id(&self, id: KeyId) -> Option<(&Key, Role)> {
+        if id == self.admin.id {
+            return Some((&self.admin, Role::Admin));
+        }
+        self.read
+            .as_ref()
+            .filter(|read| read.id == id)
+            .map(|read| (read, Role::Read))
+    }
+}
+
 impl Gate {
     /// A gate without keys: every well-formed request is let in as admin.
     pub fn open(codec: Codec) -> Gate {
@@ -840,14 +853,7 @@ impl Gate {
             return Err(self.refuse_in_clear(id, Refusal::Unsealed));
         }
         let opened = header(frame).and_then(|head| {
-            let (key, role) = if head.key == keys.admin.id {
-                (&keys.admin, Role::Admin)
-            } else {
-                match &keys.read {
-                    Some(read) if head.key == read.id => (read, Role::Read),
-                    _ => return Err(Refusal::UnknownKey(head.key)),
-                }
-            };
+            let (key, role) = keys.by_id(head.key).ok_or(Refusal::UnknownKey(head.key))?;
             let opened = open_with(key, head, Kind::Request, &[], frame)?;
             keys.guard.check(opened.timestamp_ms, &opened.nonce)?;
             Ok((opened, role))
@@ -898,8 +904,7 @@ impl Gate {
             }
         };
         let key = match (&self.keys, caller.key) {
-            (Some(keys), Some(id)) if id == keys.admin.id => Some(&keys.admin),
-            (Some(keys), Some(id)) => keys.read.as_ref().filter(|k| k.id == id),
+            (Some(keys), Some(id)) => keys.by_id(id).map(|(key, _)| key),
             _ => None,
         };
         match (key, caller.nonce) {

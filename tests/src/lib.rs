@@ -226,24 +226,25 @@ impl TestAgent {
     pub fn start_keyed(node: &str, body: &str) -> (TestAgent, KeyFiles) {
         let probe = Self::prepare(node, "", &[]);
         let keys = KeyFiles::generate(probe.dir());
-        let agent = Self::start_with_keys(node, body, &keys, probe);
+        let agent = Self::start_with_keys(body, &keys, probe);
         (agent, keys)
     }
 
     /// An agent with the keys in `keys` (shared by several agents of a pool).
     pub fn start_shared_keys(node: &str, body: &str, keys: &KeyFiles) -> TestAgent {
         let probe = Self::prepare(node, "", &[]);
-        Self::start_with_keys(node, body, keys, probe)
+        Self::start_with_keys(body, keys, probe)
     }
 
-    fn start_with_keys(node: &str, body: &str, keys: &KeyFiles, shell: TestAgent) -> TestAgent {
-        let mut agent = shell;
+    /// Names `keys` in the config of `prepared` (an agent not started yet), then
+    /// starts it.
+    fn start_with_keys(body: &str, keys: &KeyFiles, prepared: TestAgent) -> TestAgent {
+        let mut agent = prepared;
         agent.rewrite_config(&format!(
             "admin_key = \"{}\"\nread_key = \"{}\"\n{body}",
             keys.admin.display(),
             keys.read.display()
         ));
-        agent.node = node.to_string();
         agent.keys = Some(keys.keyring());
         agent.key_files = Some(keys.clone());
         agent.launch();

@@ -158,10 +158,7 @@ fn configure(args: &Args) -> Result<RelayConfig, Failure> {
         .pool(&args.pool)
         .map_err(|e| Failure::Usage(e.to_string()))?
         .clone();
-    let keys = pool.keys(&args.keys).map_err(Failure::Usage)?;
-    for node in &mut pool.nodes {
-        node.keys = keys.clone();
-    }
+    let keys = pool.attach_keys(&args.keys).map_err(Failure::Usage)?;
     relay::check_bind_endpoint(&args.pubsub, args.insecure || keys.is_some())
         .map_err(|e| Failure::Usage(format!("--pubsub: {e}")))?;
     Ok(RelayConfig {

@@ -427,21 +427,17 @@ async fn a_pool_with_keys_nodectl_and_nodemeta() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut reader = None;
-    wait_for("nodemeta to publish", DEADLINE, || {
-        let ok = std::path::Path::new(endpoint.trim_start_matches("ipc://")).exists();
-        async move { ok }
-    })
-    .await;
-    for _ in 0..100 {
-        if let Ok(sub) =
-            Subscriber::connect(&endpoint, &["stat.pool"], Duration::from_millis(500)).await
-        {
-            reader = Some(sub.with_keys(Some(keys.read_only())));
-            break;
+    // Subscribe once nodemeta has bound its endpoint (retried until the deadline).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut reader = loop {
+        match Subscriber::connect(&endpoint, &["stat.pool"], Duration::from_millis(500)).await {
+            Ok(sub) => break sub.with_keys(Some(keys.read_only())),
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "cannot subscribe to nodemeta at {endpoint}: {e}"
+            ),
         }
-    }
-    let mut reader = reader.expect("cannot subscribe to nodemeta");
+    };
     let up = tokio::time::timeout(DEADLINE, async {
         loop {
             match reader.recv_published().await {
