@@ -7,6 +7,8 @@
 //!   [`Response`], [`ErrorReply`]);
 //! - [`event`]: what an agent publishes ([`Event`]) and the topics it publishes under;
 //! - [`stats`]: the live statistics it publishes ([`stats::Stat`]);
+//! - [`logs`]: the output lines of supervised processes, as `logs` returns them
+//!   and as they are published on `log.<node>.<watcher>.<stream>`;
 //! - [`codec`]: the one place where bodies are encoded and decoded, with the protocol
 //!   version and the maximum frame size;
 //! - [`seal`]: keys, sealed frames (authenticated encryption bound to a timestamp
@@ -25,6 +27,7 @@
 pub mod codec;
 pub mod endpoint;
 pub mod event;
+pub mod logs;
 pub mod message;
 pub mod names;
 pub mod seal;

@@ -364,6 +364,20 @@ pub enum Command {
         /// Seconds the command may run before its process group is killed.
         timeout: f64,
     },
+    /// The listening sockets the agent holds for its watchers (`[sockets.NAME]`).
+    ListSockets {},
+    /// Recent output lines of a watcher's processes (those whose output goes
+    /// through the agent), oldest first.
+    Logs {
+        /// The watcher.
+        name: String,
+        /// At most this many lines (the newest ones).
+        lines: u32,
+        /// Only this stream; both when absent.
+        stream: Option<crate::logs::LogStream>,
+    },
+    /// Reopen every output file (after an external log rotation).
+    Reopen {},
 }
 
 impl Command {
@@ -384,6 +398,8 @@ impl Command {
                 | Command::NodeInfo {}
                 | Command::Stats { .. }
                 | Command::DStats {}
+                | Command::ListSockets {}
+                | Command::Logs { .. }
         )
     }
 
@@ -413,6 +429,9 @@ impl Command {
             Command::Stats { .. } => "stats",
             Command::DStats {} => "dstats",
             Command::Exec { .. } => "exec",
+            Command::ListSockets {} => "listsockets",
+            Command::Logs { .. } => "logs",
+            Command::Reopen {} => "reopen",
         }
     }
 
@@ -441,6 +460,9 @@ impl Command {
         "stats",
         "dstats",
         "exec",
+        "listsockets",
+        "logs",
+        "reopen",
     ];
 }
 
@@ -560,6 +582,36 @@ pub enum Response {
     DStats(crate::stats::ProcessStats),
     /// `exec`: how the command ended and what it wrote.
     Exec(ExecOutput),
+    /// `listsockets`: the sockets, sorted by name.
+    Sockets(Vec<SocketInfo>),
+    /// `logs`: recent output lines.
+    Logs(crate::logs::LogReport),
+}
+
+/// One listening socket the agent holds for its watchers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketInfo {
+    /// Its name (`[sockets.NAME]`).
+    pub name: String,
+    /// The descriptor number the agent holds it under.
+    pub fd: i32,
+    /// `tcp`, `tcp6` or `unix`.
+    pub family: String,
+    /// Where it listens: `host:port` (with the real port when 0 was asked for),
+    /// `[v6]:port`, or the unix socket's path.
+    pub address: String,
+    /// The host, for TCP sockets.
+    pub host: Option<String>,
+    /// The bound port, for TCP sockets.
+    pub port: Option<u16>,
+    /// The path, for unix sockets.
+    pub path: Option<String>,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// Watchers that use it (`use_sockets` or a `$(circus.sockets.NAME)`
+    /// reference).
+    #[serde(default)]
+    pub watchers: Vec<String>,
 }
 
 /// The outcome of `exec`.
