@@ -80,9 +80,286 @@ pub struct ConfigFile {
     /// `[agent]`
     #[serde(default)]
     pub agent: AgentSection,
+    /// `[env]`: variables every watcher gets (a watcher's own `env` wins).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `[sockets.NAME]`: listening sockets the agent binds for its watchers.
+    #[serde(default)]
+    pub sockets: BTreeMap<String, SocketConfig>,
     /// `[watchers.NAME]`
     #[serde(default)]
     pub watchers: BTreeMap<String, WatcherConfig>,
+}
+
+/// `[sockets.NAME]`: a listening socket the agent binds once, at start, and hands
+/// to the processes of the watchers that use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketConfig {
+    /// Host or address to bind a TCP socket on (IPv4 or IPv6). Default:
+    /// `127.0.0.1` when `port` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// TCP port (0: one the OS picks; `listsockets` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Path of a unix socket (instead of `host`/`port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Listen backlog.
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+    /// Set `SO_REUSEPORT`, so that other programs may bind the same port too.
+    #[serde(default)]
+    pub reuseport: bool,
+    /// Mode mask of a unix socket file (octal).
+    #[serde(default = "default_socket_umask")]
+    pub umask: Umask,
+    /// Remove an existing unix socket file at `path` instead of failing.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+impl SocketConfig {
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.port, &self.path) {
+            (Some(_), Some(_)) => Err(ConfigError::key(
+                "path",
+                "a socket is either TCP (host, port) or unix (path), not both",
+            )),
+            (None, None) => Err(ConfigError::key(
+                "port",
+                "is missing: give a TCP port (and host), or a unix socket path",
+            )),
+            (None, Some(_)) if self.host.is_some() => Err(ConfigError::key(
+                "host",
+                "is for TCP sockets; a unix socket has only a path",
+            )),
+            _ if self.backlog == 0 => Err(ConfigError::key("backlog", "must be at least 1")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The host a TCP socket binds (`127.0.0.1` by default).
+    pub fn host_or_default(&self) -> &str {
+        self.host.as_deref().unwrap_or("127.0.0.1")
+    }
+}
+
+fn default_backlog() -> u32 {
+    2048
+}
+fn default_socket_umask() -> Umask {
+    Umask(0o010)
+}
+
+/// A user or a group: a name, or a numeric id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IdSpec {
+    /// A numeric id.
+    Id(u32),
+    /// A name, looked up when a process is started.
+    Name(String),
+}
+
+impl fmt::Display for IdSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdSpec::Id(id) => write!(f, "{id}"),
+            IdSpec::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A file mode creation mask: an octal string (`"022"`) or an integer (`0o022`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Umask(pub u32);
+
+impl Serialize for Umask {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:03o}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Int(i64),
+            Text(String),
+        }
+        let value = match Form::deserialize(d)? {
+            Form::Int(i) => u32::try_from(i).ok(),
+            Form::Text(text) => {
+                let digits = text.trim().trim_start_matches("0o");
+                u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8).ok()
+            }
+        };
+        match value {
+            Some(mask) if mask <= 0o777 => Ok(Umask(mask)),
+            _ => Err(serde::de::Error::custom(
+                "a umask is an octal string from \"000\" to \"777\" (or an integer like 0o022)",
+            )),
+        }
+    }
+}
+
+/// A resource limit: a number, or `"unlimited"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// This many (bytes, files, processes or seconds, as the limit counts).
+    Value(u64),
+    /// No limit (`RLIM_INFINITY`).
+    Unlimited,
+}
+
+impl Serialize for Limit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Limit::Value(v) => s.serialize_u64(*v),
+            Limit::Unlimited => s.serialize_str("unlimited"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Int(i64),
+            Text(String),
+        }
+        let bad = || {
+            serde::de::Error::custom("a limit is a number >= 0 or \"unlimited\"")
+        };
+        match Form::deserialize(d)? {
+            Form::Int(i) => u64::try_from(i).map(Limit::Value).map_err(|_| bad()),
+            Form::Text(text) => match text.trim() {
+                "" | "unlimited" | "infinity" | "-1" => Ok(Limit::Unlimited),
+                number => number.parse().map(Limit::Value).map_err(|_| bad()),
+            },
+        }
+    }
+}
+
+/// A hook: a command line run with the watcher's environment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hook {
+    /// The command line (run by `/bin/sh -c`).
+    pub cmd: String,
+    /// Seconds it may run before it is killed (and counts as failed).
+    pub timeout: f64,
+    /// A failure is logged and published but never stops the action.
+    pub ignore_errors: bool,
+}
+
+/// Default seconds a hook may run.
+pub const DEFAULT_HOOK_TIMEOUT: f64 = 30.0;
+
+impl<'de> Deserialize<'de> for Hook {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            cmd: String,
+            #[serde(default = "hook_timeout")]
+            timeout: f64,
+            #[serde(default)]
+            ignore_errors: bool,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Line(String),
+            Table(Table),
+        }
+        match Form::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "a hook is a command line, or a table { cmd = \"...\", timeout = 30, ignore_errors = false }",
+            )
+        })? {
+            Form::Line(cmd) => Ok(Hook {
+                cmd,
+                timeout: DEFAULT_HOOK_TIMEOUT,
+                ignore_errors: false,
+            }),
+            Form::Table(t) => Ok(Hook {
+                cmd: t.cmd,
+                timeout: t.timeout,
+                ignore_errors: t.ignore_errors,
+            }),
+        }
+    }
+}
+
+fn hook_timeout() -> f64 {
+    DEFAULT_HOOK_TIMEOUT
+}
+
+/// `[watchers.NAME.hooks]`: commands run around a watcher's lifecycle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Before the watcher starts; failing aborts the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_start: Option<Hook>,
+    /// After it started; failing stops it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_start: Option<Hook>,
+    /// Before each process is spawned; failing skips that spawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_spawn: Option<Hook>,
+    /// After each process is spawned; failing stops that process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_spawn: Option<Hook>,
+    /// Before the watcher stops; failing aborts the stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_stop: Option<Hook>,
+    /// After it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_stop: Option<Hook>,
+    /// Before a signal is sent to a process; failing means it is not sent
+    /// (SIGKILL always is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_signal: Option<Hook>,
+    /// After a signal was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_signal: Option<Hook>,
+    /// Before an exited process is reaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_reap: Option<Hook>,
+    /// After an exited process was reaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_reap: Option<Hook>,
+}
+
+impl Hooks {
+    /// Every hook that is set, with its name (`before_start`, ...).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Hook)> {
+        [
+            ("before_start", &self.before_start),
+            ("after_start", &self.after_start),
+            ("before_spawn", &self.before_spawn),
+            ("after_spawn", &self.after_spawn),
+            ("before_stop", &self.before_stop),
+            ("after_stop", &self.after_stop),
+            ("before_signal", &self.before_signal),
+            ("after_signal", &self.after_signal),
+            ("before_reap", &self.before_reap),
+            ("after_reap", &self.after_reap),
+        ]
+        .into_iter()
+        .filter_map(|(name, hook)| hook.as_ref().map(|h| (name, h)))
+    }
+
+    /// True when no hook is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Hooks::default()
+    }
 }
 
 /// `[agent]`: the node itself.
@@ -313,6 +590,132 @@ pub struct WatcherConfig {
     /// Where stderr goes: `"inherit"`, `"null"` or a file path (appended).
     #[serde(default = "inherit")]
     pub stderr: Output,
+    /// Run the processes as this user (name or uid; needs root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<IdSpec>,
+    /// Run the processes with this group (name or gid). Default: the user's
+    /// primary group when `uid` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<IdSpec>,
+    /// File mode creation mask of the processes (octal). Default: the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<Umask>,
+    /// Pass the agent's `PATH` even without `copy_env`.
+    #[serde(default)]
+    pub copy_path: bool,
+    /// Hand the agent's sockets to the processes as systemd does (`LISTEN_FDS`,
+    /// `LISTEN_PID`, `LISTEN_FDNAMES`, descriptors from 3).
+    #[serde(default)]
+    pub use_sockets: bool,
+    /// Seconds after which a process is replaced (0: never).
+    #[serde(default)]
+    pub max_age: f64,
+    /// Up to this many seconds are added at random to `max_age`, so that
+    /// processes started together are not all replaced together.
+    #[serde(default = "thirty")]
+    pub max_age_variance: f64,
+    /// Start no process until a connection arrives on one of the watcher's
+    /// sockets.
+    #[serde(default)]
+    pub on_demand: bool,
+    /// Commands run around the watcher's lifecycle.
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
+    /// `RLIMIT_AS`: address space, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_as: Option<Limit>,
+    /// `RLIMIT_CORE`: core file size, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_core: Option<Limit>,
+    /// `RLIMIT_CPU`: CPU time, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_cpu: Option<Limit>,
+    /// `RLIMIT_DATA`: data segment, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_data: Option<Limit>,
+    /// `RLIMIT_FSIZE`: largest file written, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_fsize: Option<Limit>,
+    /// `RLIMIT_LOCKS`: file locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_locks: Option<Limit>,
+    /// `RLIMIT_MEMLOCK`: locked memory, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_memlock: Option<Limit>,
+    /// `RLIMIT_MSGQUEUE`: POSIX message queues, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_msgqueue: Option<Limit>,
+    /// `RLIMIT_NICE`: ceiling of the nice value (20 - limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_nice: Option<Limit>,
+    /// `RLIMIT_NOFILE`: open files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_nofile: Option<Limit>,
+    /// `RLIMIT_NPROC`: processes of the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_nproc: Option<Limit>,
+    /// `RLIMIT_RSS`: resident set, bytes (ignored by Linux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_rss: Option<Limit>,
+    /// `RLIMIT_RTPRIO`: real-time priority ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_rtprio: Option<Limit>,
+    /// `RLIMIT_RTTIME`: real-time CPU time, microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_rttime: Option<Limit>,
+    /// `RLIMIT_SIGPENDING`: queued signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_sigpending: Option<Limit>,
+    /// `RLIMIT_STACK`: stack size, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_stack: Option<Limit>,
+}
+
+/// The resource limits a watcher may set, by the name after `rlimit_`.
+pub const RLIMIT_NAMES: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+impl WatcherConfig {
+    /// The resource limits this watcher sets, by name (`nofile`, ...).
+    pub fn rlimits(&self) -> Vec<(&'static str, Limit)> {
+        [
+            ("as", self.rlimit_as),
+            ("core", self.rlimit_core),
+            ("cpu", self.rlimit_cpu),
+            ("data", self.rlimit_data),
+            ("fsize", self.rlimit_fsize),
+            ("locks", self.rlimit_locks),
+            ("memlock", self.rlimit_memlock),
+            ("msgqueue", self.rlimit_msgqueue),
+            ("nice", self.rlimit_nice),
+            ("nofile", self.rlimit_nofile),
+            ("nproc", self.rlimit_nproc),
+            ("rss", self.rlimit_rss),
+            ("rtprio", self.rlimit_rtprio),
+            ("rttime", self.rlimit_rttime),
+            ("sigpending", self.rlimit_sigpending),
+            ("stack", self.rlimit_stack),
+        ]
+        .into_iter()
+        .filter_map(|(name, limit)| limit.map(|l| (name, l)))
+        .collect()
+    }
 }
 
 fn one() -> u32 {
@@ -369,6 +772,9 @@ pub const LIVE_OPTIONS: &[&str] = &[
     "backoff_initial",
     "backoff_max",
     "healthy_after",
+    "max_age",
+    "max_age_variance",
+    "hooks",
 ];
 
 impl WatcherConfig {
@@ -439,6 +845,8 @@ impl WatcherConfig {
             ("backoff_initial", self.backoff_initial),
             ("backoff_max", self.backoff_max),
             ("healthy_after", self.healthy_after),
+            ("max_age", self.max_age),
+            ("max_age_variance", self.max_age_variance),
         ] {
             if !value.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&value) {
                 return fail(
@@ -456,6 +864,17 @@ impl WatcherConfig {
                 "must be at least 1 (set check_flapping = false to turn flapping detection off)"
                     .into(),
             );
+        }
+        for (name, hook) in self.hooks.iter() {
+            if hook.cmd.trim().is_empty() {
+                return fail(&format!("hooks.{name}"), "has an empty cmd".into());
+            }
+            if !hook.timeout.is_finite() || hook.timeout <= 0.0 || hook.timeout > 86_400.0 {
+                return fail(
+                    &format!("hooks.{name}.timeout"),
+                    format!("must be a number of seconds > 0, not {}", hook.timeout),
+                );
+            }
         }
         if self.numprocesses > MAX_PROCESSES {
             return fail("numprocesses", format!("is larger than {MAX_PROCESSES}"));
@@ -551,7 +970,9 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// `[agent]`, resolved.
     pub agent: AgentSettings,
-    /// Watchers, by name.
+    /// Listening sockets, by name.
+    pub sockets: BTreeMap<String, SocketConfig>,
+    /// Watchers, by name (each with `[env]` merged into its `env`).
     pub watchers: BTreeMap<String, WatcherConfig>,
 }
 
@@ -644,8 +1065,35 @@ impl Config {
             None => default_state_dir(),
         };
 
+        let mut sockets = BTreeMap::new();
+        for (name, mut socket) in parsed.sockets {
+            names::validate("socket", &name).map_err(|e| {
+                at(
+                    &["sockets", &name],
+                    None,
+                    ConfigError::key("", e.to_string()),
+                )
+            })?;
+            if let Err(err) = socket.validate() {
+                let key = err.key.clone();
+                return Err(at(&["sockets", &name], key.as_deref(), err));
+            }
+            if let Some(path) = &socket.path {
+                if path.is_relative() {
+                    socket.path = Some(base.join(path));
+                }
+            }
+            sockets.insert(name, socket);
+        }
+
         let mut watchers = BTreeMap::new();
         for (name, mut watcher) in parsed.watchers {
+            for (key, value) in &parsed.env {
+                watcher
+                    .env
+                    .entry(key.clone())
+                    .or_insert_with(|| value.clone());
+            }
             names::validate("watcher", &name).map_err(|e| {
                 at(
                     &["watchers", &name],
@@ -674,6 +1122,7 @@ impl Config {
                 stats_interval: agent.stats_interval,
                 allow_exec: agent.allow_exec,
             },
+            sockets,
             watchers,
         })
     }
@@ -941,5 +1390,43 @@ mod tests {
     fn args_accept_a_string() {
         let config = parse("[watchers.w]\ncmd = \"x\"\nargs = \"--a 'b c'\"\n").unwrap();
         assert_eq!(config.watchers["w"].args.0, vec!["--a", "b c"]);
+    }
+
+    #[test]
+    fn process_options_sockets_and_global_env() {
+        let config = parse(
+            "[env]\nAPP = \"x\"\nLEVEL = \"info\"\n\
+             [sockets.web]\nport = 0\n[sockets.admin]\npath = \"admin.sock\"\numask = \"077\"\n\
+             [watchers.w]\ncmd = \"x\"\nuid = \"nobody\"\ngid = 65534\numask = 0o027\n\
+             rlimit_nofile = 4096\nrlimit_core = \"unlimited\"\nuse_sockets = true\nmax_age = 60\n\
+             env = { LEVEL = \"debug\" }\n\
+             [watchers.w.hooks]\nbefore_start = \"true\"\nafter_stop = { cmd = \"true\", timeout = 5 }\n",
+        )
+        .unwrap();
+        let w = &config.watchers["w"];
+        assert_eq!(w.uid, Some(IdSpec::Name("nobody".into())));
+        assert_eq!(w.gid, Some(IdSpec::Id(65534)));
+        assert_eq!(w.umask, Some(Umask(0o027)));
+        assert_eq!(
+            w.rlimits(),
+            vec![("core", Limit::Unlimited), ("nofile", Limit::Value(4096))]
+        );
+        assert_eq!(w.env["APP"], "x");
+        assert_eq!(w.env["LEVEL"], "debug", "a watcher's own env wins");
+        assert_eq!(w.hooks.iter().count(), 2);
+        assert_eq!(w.max_age_variance, 30.0);
+        let admin = &config.sockets["admin"];
+        assert_eq!(admin.path, Some(PathBuf::from("/srv/admin.sock")));
+        assert_eq!(admin.umask, Umask(0o077));
+        assert_eq!(config.sockets["web"].backlog, 2048);
+        let back = WatcherConfig::from_options(&w.to_options()).unwrap();
+        assert_eq!(&back, w);
+
+        let err = parse("[sockets.s]\nhost = \"::1\"\n").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+        let err = parse("[watchers.w]\ncmd = \"x\"\numask = \"999\"\n").unwrap_err();
+        assert!(err.to_string().contains("octal"), "{err}");
+        let err = parse("[watchers.w]\ncmd = \"x\"\nrlimit_nofile = -5\n").unwrap_err();
+        assert!(err.to_string().contains("unlimited"), "{err}");
     }
 }
