@@ -73,6 +73,32 @@ impl ConfigError {
     }
 }
 
+/// Something in a config file that loads, but not quite as written (a Circus
+/// option Ringmaster does differently or ignores), with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The file.
+    pub file: Option<PathBuf>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The option at issue, when there is one.
+    pub key: Option<String>,
+    /// What happens instead, and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let as_error = ConfigError {
+            file: self.file.clone(),
+            line: self.line,
+            key: self.key.clone(),
+            message: self.message.clone(),
+        };
+        f.write_str(&as_error.render())
+    }
+}
+
 /// The whole file as written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,9 +259,7 @@ impl<'de> Deserialize<'de> for Limit {
             Int(i64),
             Text(String),
         }
-        let bad = || {
-            serde::de::Error::custom("a limit is a number >= 0 or \"unlimited\"")
-        };
+        let bad = || serde::de::Error::custom("a limit is a number >= 0 or \"unlimited\"");
         match Form::deserialize(d)? {
             Form::Int(i) => u64::try_from(i).map(Limit::Value).map_err(|_| bad()),
             Form::Text(text) => match text.trim() {
@@ -446,14 +470,20 @@ fn default_pubsub() -> String {
     DEFAULT_PUBSUB.to_string()
 }
 
-/// Where a process's output goes.
+pub use crate::output::spec::{RotateWhen, StreamConfig};
+
+/// Where a process's output goes (the `to` of a [`StreamConfig`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// The agent's own stream (Circus's default).
+    /// Straight to the agent's own stream (Circus's default): not seen by the
+    /// agent, costs nothing.
     Inherit,
     /// Discarded.
     Null,
-    /// Appended to a file.
+    /// Through the agent: kept for `logs`, published, and written to the
+    /// agent's own stream.
+    Capture,
+    /// Through the agent, appended to a file (kept for `logs` and published too).
     File(PathBuf),
 }
 
@@ -462,6 +492,7 @@ impl Serialize for Output {
         match self {
             Output::Inherit => s.serialize_str("inherit"),
             Output::Null => s.serialize_str("null"),
+            Output::Capture => s.serialize_str("capture"),
             Output::File(path) => s.serialize_str(&path.to_string_lossy()),
         }
     }
@@ -473,9 +504,10 @@ impl<'de> Deserialize<'de> for Output {
         Ok(match text.as_str() {
             "inherit" => Output::Inherit,
             "null" | "/dev/null" => Output::Null,
+            "capture" => Output::Capture,
             "" => {
                 return Err(serde::de::Error::custom(
-                    "empty output: use \"inherit\", \"null\" or a file path",
+                    "empty output: use \"inherit\", \"null\", \"capture\" or a file path",
                 ))
             }
             path => Output::File(PathBuf::from(path)),
@@ -584,12 +616,13 @@ pub struct WatcherConfig {
     /// Give processes /dev/null as stdin.
     #[serde(default = "yes")]
     pub close_child_stdin: bool,
-    /// Where stdout goes: `"inherit"`, `"null"` or a file path (appended).
-    #[serde(default = "inherit")]
-    pub stdout: Output,
-    /// Where stderr goes: `"inherit"`, `"null"` or a file path (appended).
-    #[serde(default = "inherit")]
-    pub stderr: Output,
+    /// Where stdout goes: `"inherit"`, `"null"`, `"capture"` or a file path
+    /// (appended), or a table with rotation and timestamp options.
+    #[serde(default)]
+    pub stdout: StreamConfig,
+    /// Where stderr goes, as `stdout`.
+    #[serde(default)]
+    pub stderr: StreamConfig,
     /// Run the processes as this user (name or uid; needs root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<IdSpec>,
@@ -748,9 +781,6 @@ fn yes() -> bool {
 fn sigterm() -> Signal {
     Signal::Term
 }
-fn inherit() -> Output {
-    Output::Inherit
-}
 
 /// Options that `set` applies without touching running processes; every other
 /// option makes `set` reload the watcher gracefully.
@@ -890,11 +920,7 @@ impl WatcherConfig {
             }
         }
         for output in [&mut self.stdout, &mut self.stderr] {
-            if let Output::File(path) = output {
-                if path.is_relative() {
-                    *path = base.join(&*path);
-                }
-            }
+            output.resolve_path(base);
         }
     }
 }
@@ -974,10 +1000,14 @@ pub struct Config {
     pub sockets: BTreeMap<String, SocketConfig>,
     /// Watchers, by name (each with `[env]` merged into its `env`).
     pub watchers: BTreeMap<String, WatcherConfig>,
+    /// What loaded, but not quite as written (logged at start, printed by
+    /// `--check-config`).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl Config {
-    /// Reads and checks `path`.
+    /// Reads and checks `path`: TOML, or a Circus INI file (a `.ini` name or
+    /// Circus section headers; see [`crate::circus_ini`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: Some(path.to_path_buf()),
@@ -985,6 +1015,9 @@ impl Config {
             key: None,
             message: format!("cannot read config file: {e}"),
         })?;
+        if crate::circus_ini::is_circus_ini(path, &source) {
+            return crate::circus_ini::load(path, &source);
+        }
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -1124,6 +1157,7 @@ impl Config {
             },
             sockets,
             watchers,
+            warnings: Vec::new(),
         })
     }
 }
@@ -1276,6 +1310,7 @@ impl fmt::Display for Output {
         match self {
             Output::Inherit => f.write_str("inherit"),
             Output::Null => f.write_str("null"),
+            Output::Capture => f.write_str("capture"),
             Output::File(p) => write!(f, "{}", p.display()),
         }
     }
@@ -1366,7 +1401,7 @@ mod tests {
             Some(PathBuf::from("/srv/app"))
         );
         assert_eq!(
-            config.watchers["w"].stdout,
+            config.watchers["w"].stdout.to,
             Output::File(PathBuf::from("/srv/logs/w.log"))
         );
     }

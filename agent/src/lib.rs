@@ -2,7 +2,8 @@
 //!
 //! The agent reads its config ([`config`]), binds its control (ROUTER) and publish
 //! (PUB) endpoints, starts its watchers ([`supervisor`]) and then serves commands
-//! until it is told to quit or receives SIGTERM/SIGINT. SIGHUP reloads the config.
+//! until it is told to quit or receives SIGTERM/SIGINT. SIGHUP reloads the config;
+//! SIGUSR1 reopens the output files ([`output`]), after an external log rotation.
 //!
 //! Everything runs on one `current_thread` tokio runtime: zmq.rs sockets must not
 //! live on the multi-thread runtime (they deadlock under client churn), and one
@@ -11,12 +12,18 @@
 //! The agent knows nothing of pools: it is one node, named in every topic it
 //! publishes.
 
+pub mod child;
+pub mod circus;
+pub mod circus_ini;
 pub mod config;
 pub mod exec;
+pub mod hooks;
 pub mod nodeinfo;
 pub mod notify;
+pub mod output;
 pub mod persist;
 pub mod policy;
+pub mod sockets;
 pub mod spawn;
 pub mod stats;
 pub mod supervisor;
@@ -63,7 +70,21 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
 
+    // The listening sockets, before anything else: a port that cannot be bound
+    // stops the agent at once, naming the socket.
+    let sockets = sockets::Sockets::bind_all(&config.sockets)
+        .await
+        .context("cannot bind a listening socket (see its [sockets.NAME] table)")?;
+    for socket in sockets.iter() {
+        info!(
+            socket = socket.name(),
+            fd = socket.raw_fd(),
+            "listening on {}",
+            socket.endpoint()
+        );
+    }
     let server = ControlServer::bind(&config.agent.control)
         .await
         .context("cannot open the control endpoint (set [agent] control)")?;
@@ -98,6 +119,7 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         publisher.endpoint().to_string(),
         events,
     );
+    agent.adopt_sockets(sockets);
     info!(
         node = %agent.node(),
         control = server.endpoint(),
@@ -105,7 +127,7 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         "nodeagent {} listening",
         ringmaster_protocol::RINGMASTER_VERSION
     );
-    tokio::task::spawn_local(publish(publisher, queue));
+    tokio::task::spawn_local(publish(publisher, queue, agent.output().take_log_queue()));
     tokio::task::spawn_local(serve(Rc::clone(&agent), server, gate));
     if stats_interval > 0.0 {
         tokio::task::spawn_local(sample_stats(Rc::clone(&agent), stats_interval));
@@ -142,8 +164,19 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
                     }
                 });
             }
+            _ = sigusr1.recv() => {
+                info!("SIGUSR1: reopening the output files");
+                let agent = Rc::clone(&agent);
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = agent.handle(ringmaster_protocol::Command::Reopen {}).await {
+                        error!("{}", e.message);
+                    }
+                });
+            }
             _ = agent.quit_requested() => {
                 info!("quit: every watcher stopped");
+                agent.close_sockets();
+                drain_output(&agent).await;
                 tokio::time::sleep(LINGER).await;
                 return Ok(());
             }
@@ -165,6 +198,8 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         _ = sigint.recv() => { agent.kill_all(); let _ = shutdown.await; }
     }
     info!("every watcher stopped; bye");
+    agent.close_sockets();
+    drain_output(&agent).await;
     tokio::time::sleep(LINGER).await;
     Ok(())
 }
@@ -198,11 +233,57 @@ async fn keep_systemd_informed(agent: Rc<Agent>, notifier: Rc<Notifier>) {
 
 /// Publishes queued messages. A PUB send never blocks (slow subscribers lose
 /// messages), so this keeps up with anything the supervisor produces.
-async fn publish(mut publisher: Publisher, mut queue: mpsc::Receiver<Outgoing>) {
-    while let Some((topic, body)) = queue.recv().await {
+///
+/// Output lines (`logs`) come through a queue of their own, bounded and filled by
+/// the output thread: events and statistics go first, and after each batch of
+/// lines the task yields, so that a process printing as fast as it can never
+/// delays a reply.
+async fn publish(
+    mut publisher: Publisher,
+    mut queue: mpsc::Receiver<Outgoing>,
+    mut logs: Option<mpsc::Receiver<Outgoing>>,
+) {
+    loop {
+        let (topic, body, is_log) = tokio::select! {
+            biased;
+            message = queue.recv() => match message {
+                Some((topic, body)) => (topic, body, false),
+                None => return,
+            },
+            message = async {
+                match logs.as_mut() {
+                    Some(logs) => logs.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match message {
+                Some((topic, body)) => (topic, body, true),
+                None => {
+                    logs = None;
+                    continue;
+                }
+            },
+        };
         if let Err(e) = publisher.publish(&topic, body).await {
             debug!("publish failed: {e}");
         }
+        if is_log {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// How long the agent waits at exit for the output of its last processes.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Waits (a little) until the output of every process has been read to its end,
+/// so that the last lines of the last processes reach their files.
+async fn drain_output(agent: &Agent) {
+    if !agent.output().drain(OUTPUT_DRAIN).await {
+        warn!(
+            "some process output was still open {}s after the last process stopped \
+             (a child that outlived its parent?); not waiting for it",
+            OUTPUT_DRAIN.as_secs()
+        );
     }
 }
 
@@ -222,6 +303,12 @@ async fn serve(agent: Rc<Agent>, mut server: ControlServer, gate: Gate) {
                 continue;
             }
         };
+        // Circus JSON (first byte `{`) on an agent without keys: answered in
+        // Circus's terms (a keyed agent's gate refuses it, since it cannot be sealed).
+        if incoming.body.first() == Some(&b'{') && !gate.borrow().is_keyed() {
+            circus::spawn(Rc::clone(&agent), incoming, server.replier());
+            continue;
+        }
         let admitted = gate.borrow_mut().admit(&incoming.body);
         let mut replier = server.replier();
         let admitted = match admitted {

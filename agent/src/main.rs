@@ -1,28 +1,32 @@
 //! `nodeagent`: supervise the processes of one host and serve Ringmaster clients.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringmaster_agent::config::Config;
+use ringmaster_agent::config::{Config, SocketConfig, WatcherConfig};
 use ringmaster_cli::logging::LogFormat;
 
 /// Ringmaster's per-host supervisor.
 ///
-/// Runs the watchers of a config file (TOML), restarts what crashes, and serves
+/// Runs the watchers of a config file (TOML, or a Circus INI file), restarts what crashes, and serves
 /// commands from `nodectl` on its control endpoint while it publishes events on its
 /// publish endpoint. Stops every watcher gracefully on SIGTERM or SIGINT (a second
-/// one kills what is left); reloads the config on SIGHUP.
+/// one kills what is left); reloads the config on SIGHUP; reopens its output
+/// files on SIGUSR1 (after an external log rotation).
 #[derive(Debug, Parser)]
 #[command(name = "nodeagent", version, about, long_about)]
 struct Args {
-    /// The agent's config file (TOML).
+    /// The agent's config file: TOML, or a Circus INI file (circus.ini).
     #[arg(short, long, value_name = "FILE", env = "RINGMASTER_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
 
-    /// Check the config file, print it as the agent understands it, and exit.
-    #[arg(long)]
-    check_config: bool,
+    /// Check a config file (FILE, else the --config one), print it as the agent
+    /// understands it (TOML, warnings first) and exit: 0 when it is valid, 2 when
+    /// it is not.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
 
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -43,20 +47,40 @@ struct Args {
 fn main() -> ExitCode {
     // As Args::parse(), and the hidden --completions SHELL and --man flags.
     let args: Args = ringmaster_cli::generate::parse();
+    // Descriptors inherited from whoever started the agent are not for its
+    // children.
+    ringmaster_agent::child::close_inherited_on_exec();
     ringmaster_cli::logging::init(args.log_format, args.verbose);
     // Before any thread starts: the notify variables are ours, not our children's.
     let notifier = ringmaster_agent::notify::Notifier::take_from_env();
 
-    let config = match Config::load(&args.config) {
+    let path = match (&args.check_config, &args.config) {
+        (Some(Some(file)), _) | (_, Some(file)) => file.clone(),
+        (Some(None), None) => {
+            eprintln!("nodeagent: --check-config needs a FILE (or --config FILE)");
+            return ExitCode::from(2);
+        }
+        (None, None) => {
+            eprintln!(
+                "nodeagent: no config file: give --config FILE (or set RINGMASTER_CONFIG)\n\n\
+                 For more information, try '--help'."
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(&path) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("nodeagent: invalid config: {e}");
             return ExitCode::from(2);
         }
     };
-    if args.check_config {
+    if args.check_config.is_some() {
         print_config(&config);
         return ExitCode::SUCCESS;
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -77,7 +101,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `config` as TOML (the config file's shape, defaults filled in), after
+/// its warnings as comments.
 fn print_config(config: &Config) {
+    #[derive(serde::Serialize)]
+    struct Resolved<'a> {
+        agent: toml::Table,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        sockets: &'a BTreeMap<String, SocketConfig>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        watchers: &'a BTreeMap<String, WatcherConfig>,
+    }
     let agent = &config.agent;
     println!(
         "# {} is valid",
@@ -86,31 +120,41 @@ fn print_config(config: &Config) {
             .as_ref()
             .map_or_else(String::new, |p| p.display().to_string())
     );
-    println!("[agent]");
-    println!("node = {:?}", agent.node);
-    println!("control = {:?}", agent.control);
-    println!("pubsub = {:?}", agent.pubsub);
-    println!("state_dir = {:?}", agent.state_dir.display().to_string());
-    println!("warmup_delay = {}", agent.warmup_delay);
-    println!("insecure = {}", agent.insecure);
-    println!("stats_interval = {}", agent.stats_interval);
-    println!("allow_exec = {}", agent.allow_exec);
+    for warning in &config.warnings {
+        for line in warning.to_string().lines() {
+            println!("# warning: {line}");
+        }
+    }
+    if agent.keys.is_some() {
+        println!("# (admin_key and read_key are set and not shown)");
+    }
+    let mut table = toml::Table::new();
+    let mut put = |key: &str, value: toml::Value| {
+        table.insert(key.to_string(), value);
+    };
+    put("node", agent.node.clone().into());
+    put("control", agent.control.clone().into());
+    put("pubsub", agent.pubsub.clone().into());
+    put("state_dir", agent.state_dir.display().to_string().into());
+    put("warmup_delay", agent.warmup_delay.into());
+    put("insecure", agent.insecure.into());
+    put("stats_interval", agent.stats_interval.into());
+    put("allow_exec", agent.allow_exec.into());
     if !agent.labels.is_empty() {
-        let labels: Vec<String> = agent
+        let labels: toml::Table = agent
             .labels
             .iter()
-            .map(|(k, v)| format!("{k} = {v:?}"))
+            .map(|(k, v)| (k.clone(), v.clone().into()))
             .collect();
-        println!("labels = {{ {} }}", labels.join(", "));
+        put("labels", labels.into());
     }
-    for (name, watcher) in &config.watchers {
-        println!();
-        println!("[watchers.{name}]");
-        for (key, value) in watcher.to_options() {
-            match value {
-                ringmaster_protocol::OptionValue::Str(s) => println!("{key} = {s:?}"),
-                other => println!("{key} = {other}"),
-            }
-        }
+    let resolved = Resolved {
+        agent: table,
+        sockets: &config.sockets,
+        watchers: &config.watchers,
+    };
+    match toml::to_string(&resolved) {
+        Ok(text) => print!("\n{text}"),
+        Err(e) => eprintln!("nodeagent: cannot print the config as TOML: {e}"),
     }
 }

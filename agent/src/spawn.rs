@@ -10,9 +10,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use ringmaster_protocol::logs::LogStream;
 use tokio::process::{Child, Command};
 
-use crate::config::{Output, WatcherConfig};
+use crate::child;
+use crate::config::WatcherConfig;
+use crate::output::{self, Captured};
+use crate::sockets::Sockets;
 
 /// Why a process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +63,61 @@ pub enum SpawnError {
     Os {
         /// The program.
         program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `uid` names no usable user.
+    #[error("uid '{user}': {reason}")]
+    UnknownUser {
+        /// The user as configured.
+        user: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// `gid` names no usable group.
+    #[error("gid '{group}': {reason}")]
+    UnknownGroup {
+        /// The group as configured.
+        group: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// Another user or group was asked for, and the agent is not root.
+    #[error(
+        "running processes as {what} needs root, and the agent runs as uid {euid}: \
+         run nodeagent as root, or remove uid/gid from the watcher"
+    )]
+    NeedsRoot {
+        /// The user and group asked for.
+        what: String,
+        /// The agent's effective uid.
+        euid: u32,
+    },
+    /// A resource limit cannot be set.
+    #[error("rlimit_{name} = {value}: {reason}")]
+    BadLimit {
+        /// The limit (after `rlimit_`).
+        name: &'static str,
+        /// Its configured value.
+        value: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// `$(circus.sockets.NAME)` names a socket the agent does not have.
+    #[error("cmd, args or env refer to socket '{name}', which is not configured ({known})")]
+    UnknownSocket {
+        /// The name as written.
+        name: String,
+        /// The sockets there are.
+        known: String,
+    },
+    /// A step between fork and exec failed (see `crate::child`).
+    #[error("cannot start '{program}': {step}: {source}")]
+    ChildSetup {
+        /// The program.
+        program: String,
+        /// The step that failed.
+        step: String,
         /// The OS error.
         source: std::io::Error,
     },
@@ -111,27 +170,75 @@ pub fn expand(text: &str, vars: &SpawnVars<'_>, env: &BTreeMap<String, String>) 
     out.replace("$WID", &vars.wid.to_string())
 }
 
+/// The environment of one process of a watcher (and of its hooks): the agent's
+/// whole environment with `copy_env`, else only its `PATH` with `copy_path`, else
+/// nothing; then the watcher's `env` (which holds the top-level `[env]` too).
+///
+/// An `env` value may use `$(wid)`, `$(env.NAME)`/`$(circus.env.NAME)` and the
+/// other variables of [`expand`]. `NAME` is looked up in the watcher's other `env`
+/// keys (as written), then in the environment above, then in the agent's; a value
+/// naming its own key gets the value from before it (`PATH = "$(env.PATH):/opt/bin"`).
+pub fn environment(config: &WatcherConfig, vars: &SpawnVars<'_>) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = if config.copy_env {
+        std::env::vars().collect()
+    } else if config.copy_path {
+        std::env::var("PATH")
+            .map(|path| BTreeMap::from([("PATH".to_string(), path)]))
+            .unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
+    let needs_expansion = |value: &String| value.contains("$(") || value.contains("$WID");
+    if !config.env.values().any(needs_expansion) {
+        env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        return env;
+    }
+    // What `$(env.NAME)` sees: the base environment, overlaid with the other keys.
+    let mut scope = env.clone();
+    scope.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut expanded = Vec::with_capacity(config.env.len());
+    for (key, value) in &config.env {
+        if !needs_expansion(value) {
+            expanded.push((key.clone(), value.clone()));
+            continue;
+        }
+        let raw = match env.get(key) {
+            Some(before) => scope.insert(key.clone(), before.clone()),
+            None => scope.remove(key),
+        };
+        expanded.push((key.clone(), expand(value, vars, &scope)));
+        if let Some(raw) = raw {
+            scope.insert(key.clone(), raw);
+        }
+    }
+    env.extend(expanded);
+    env
+}
+
 /// A process about to be started: program, arguments, environment, all resolved.
 #[derive(Debug)]
 pub struct Prepared {
     command: Command,
     program: String,
+    /// Steps between fork and exec (sockets, user, limits, umask), if any.
+    setup: Option<child::Armed>,
+    /// The agent's ends of the streams that go through it.
+    output: Captured,
 }
 
-/// Prepares the command for one process of a watcher.
+/// Prepares the command for one process of a watcher that uses no socket.
 pub fn prepare(config: &WatcherConfig, vars: &SpawnVars<'_>) -> Result<Prepared, SpawnError> {
-    let mut env: BTreeMap<String, String> = if config.copy_env {
-        std::env::vars().collect()
-    } else {
-        BTreeMap::new()
-    };
-    // `env` values expand against the environment as it was before them.
-    let expanded: Vec<(String, String)> = config
-        .env
-        .iter()
-        .map(|(key, value)| (key.clone(), expand(value, vars, &env)))
-        .collect();
-    env.extend(expanded);
+    prepare_with(config, vars, &Sockets::default())
+}
+
+/// Prepares the command for one process of a watcher; `sockets` are the agent's
+/// listening sockets, which the process gets when the watcher uses them.
+pub fn prepare_with(
+    config: &WatcherConfig,
+    vars: &SpawnVars<'_>,
+    sockets: &Sockets,
+) -> Result<Prepared, SpawnError> {
+    let mut env = environment(config, vars);
 
     let mut words =
         shlex::split(&config.cmd).ok_or_else(|| SpawnError::BadCommandLine(config.cmd.clone()))?;
@@ -151,6 +258,13 @@ pub fn prepare(config: &WatcherConfig, vars: &SpawnVars<'_>) -> Result<Prepared,
             line
         };
         words = vec!["/bin/sh".into(), "-c".into(), script];
+    }
+    let handout = sockets.handout(config);
+    if let Some(handout) = &handout {
+        for text in words.iter_mut().chain(env.values_mut()) {
+            *text = handout.expand(text)?;
+        }
+        handout.add_listen_env(&mut env);
     }
     let Some(program) = words.first().cloned() else {
         return Err(SpawnError::BadCommandLine(config.cmd.clone()));
@@ -195,35 +309,48 @@ pub fn prepare(config: &WatcherConfig, vars: &SpawnVars<'_>) -> Result<Prepared,
     } else {
         Stdio::inherit()
     });
-    command.stdout(open_output("stdout", &config.stdout)?);
-    command.stderr(open_output("stderr", &config.stderr)?);
-    Ok(Prepared { command, program })
+    let stdout = output::prepare(LogStream::Stdout, &config.stdout)?;
+    let stderr = output::prepare(LogStream::Stderr, &config.stderr)?;
+    command.stdout(stdout.stdio);
+    command.stderr(stderr.stdio);
+    let setup = match child::Setup::new(config, handout)? {
+        Some(setup) => Some(setup.arm(
+            &mut command,
+            child::Program {
+                path: &resolved,
+                argv: &words,
+                env: &env,
+            },
+        )?),
+        None => None,
+    };
+    Ok(Prepared {
+        command,
+        program,
+        setup,
+        output: Captured {
+            stdout: stdout.capture,
+            stderr: stderr.capture,
+        },
+    })
 }
 
 impl Prepared {
+    /// The agent's ends of the output that goes through it (pipes), to hand to
+    /// the output service once the process runs.
+    pub fn take_output(&mut self) -> Captured {
+        std::mem::take(&mut self.output)
+    }
+
     /// Forks and executes the process.
     pub fn spawn(mut self) -> Result<Child, SpawnError> {
+        if let Some(setup) = self.setup.take() {
+            return setup.spawn(&mut self.command, &self.program);
+        }
         self.command.spawn().map_err(|source| SpawnError::Os {
             program: self.program,
             source,
         })
-    }
-}
-
-fn open_output(stream: &'static str, output: &Output) -> Result<Stdio, SpawnError> {
-    match output {
-        Output::Inherit => Ok(Stdio::inherit()),
-        Output::Null => Ok(Stdio::null()),
-        Output::File(path) => std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map(Stdio::from)
-            .map_err(|e| SpawnError::Output {
-                stream,
-                path: path.clone(),
-                reason: e.to_string(),
-            }),
     }
 }
 

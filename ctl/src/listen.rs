@@ -232,8 +232,28 @@ fn event_details(event: &Event) -> String {
             Some(r) => format!("attempt={attempt} retry_in={r}s"),
             None => format!("attempt={attempt} gave up"),
         },
+        EventKind::HookSuccess {
+            hook,
+            duration,
+            pid,
+        } => format!("hook={hook}{} took {duration:.3}s", pid_part(*pid)),
+        EventKind::HookFailure {
+            hook,
+            pid,
+            error,
+            ignored,
+            ..
+        } => format!(
+            "hook={hook}{} error={error:?}{}",
+            pid_part(*pid),
+            if *ignored { " (ignored)" } else { "" }
+        ),
         _ => String::new(),
     }
+}
+
+fn pid_part(pid: Option<u32>) -> String {
+    pid.map(|p| format!(" pid={p}")).unwrap_or_default()
 }
 
 fn stat_details(stat: &Stat) -> String {

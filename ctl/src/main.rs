@@ -7,6 +7,7 @@
 //! error (as circusctl); 4 some nodes of a pool succeeded and others failed.
 
 mod listen;
+mod logs;
 mod output;
 mod pool;
 
@@ -282,6 +283,17 @@ nodectl --pool prod add worker --start -n 6 --strategy spread:zone --cmd 'python
     },
     /// Number of watchers.
     Numwatchers,
+    /// The agent's listening sockets: name, descriptor, address, backlog and the
+    /// watchers that use them.
+    ///
+    /// The agent binds every [sockets.NAME] of its config once, at start, and
+    /// keeps it open across restarts and reloads of the watchers; their processes
+    /// receive the sockets on descriptors 3, 4, ... (in name order), which
+    /// $(circus.sockets.NAME) expands to (and LISTEN_FDS tells, with use_sockets
+    /// = true). FD is the agent's own descriptor; a port 0 shows the port the
+    /// system picked.
+    #[command(after_help = "Examples:\n  nodectl listsockets\n  nodectl listsockets --json")]
+    Listsockets,
     /// Re-read the agent's config file and apply what changed.
     Reloadconfig,
     /// Stop every watcher and the agent.
@@ -316,6 +328,40 @@ nodectl --pool prod exec -- 'echo {{node}} in {{label.zone}}; uptime'"
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Print a watcher's recent output lines; with -f, then new ones as they come.
+    ///
+    /// Only output that goes through the agent is seen: a watcher whose stdout or
+    /// stderr goes to a file or to "capture". Output that goes to "inherit" (the
+    /// default: straight to the agent's own stdout/stderr) or "null" is not. Lines
+    /// are printed as TIME WATCHER.WID STREAM | TEXT (local time); with --json, the
+    /// answer as JSON, or with -f one JSON object per line. With -f, nodectl
+    /// subscribes before asking for the recent lines, so that no line is lost or
+    /// printed twice in between; lines the agent dropped (it publishes a bounded
+    /// rate) are reported on stderr with their count.
+    #[command(after_help = "Examples:\n  nodectl logs web\n  \
+nodectl logs -f -n 0 --stream stderr web\n  \
+nodectl --node web-3 logs -f worker")]
+    Logs {
+        /// The watcher.
+        name: String,
+        /// Keep printing new lines until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many recent lines to print first (the agent keeps up to 1000 per
+        /// watcher).
+        #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
+        lines: u32,
+        /// Only this stream.
+        #[arg(long, value_enum, value_name = "STREAM")]
+        stream: Option<logs::StreamArg>,
+    },
+    /// Reopen every output file the agent writes, after an external log rotation
+    /// (SIGUSR1 to the agent does the same).
+    ///
+    /// Files moved away or truncated are also noticed by the agent on its own,
+    /// within about a second of the next write; reopen makes it immediate, e.g.
+    /// in logrotate's postrotate.
+    Reopen,
     /// Print events and statistics as they are published, until interrupted.
     ///
     /// Asks the agent where it publishes, then subscribes (on a pool: to every
@@ -434,6 +480,16 @@ fn main() -> ExitCode {
             return listen::run_pool(endpoints, timeout, prefixes, *count, json);
         }
         return listen::run(&cli.endpoint, keys, timeout, prefixes, *count, json);
+    }
+    if let Sub::Logs { .. } = &cli.command {
+        let timeout = cli
+            .timeout
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map_or(QUERY_TIMEOUT, Duration::from_secs_f64);
+        let Some(request) = logs_request(cli.command, json) else {
+            return ExitCode::from(2);
+        };
+        return logs::run(&cli.endpoint, keys, timeout, request);
     }
     let (command, default_timeout) = match to_command(cli.command) {
         Ok(pair) => pair,
@@ -601,6 +657,7 @@ fn to_command(sub: Sub) -> Result<(Command, Duration), String> {
         }
         Sub::Numprocesses { name } => query(Command::NumProcesses { name }),
         Sub::Numwatchers => query(Command::NumWatchers {}),
+        Sub::Listsockets => query(Command::ListSockets {}),
         Sub::Reloadconfig => action(Command::ReloadConfig {}),
         Sub::Quit => action(Command::Quit {}),
         Sub::Nodeinfo => query(Command::NodeInfo {}),
@@ -620,9 +677,30 @@ fn to_command(sub: Sub) -> Result<(Command, Duration), String> {
         }
         Sub::Nodes => Err("nodes lists the nodes of a pool: give --pool NAME".into()),
         Sub::Listen { .. } => Err("listen is not a request".into()),
+        Sub::Logs { .. } => Err("logs is not a single request".into()),
+        Sub::Reopen => action(Command::Reopen {}),
         Sub::Completions { .. } | Sub::Man { .. } | Sub::Keygen { .. } => {
             Err("completions, man and keygen are not requests".into())
         }
+    }
+}
+
+/// The `logs` sub-command as a request (`None` for any other sub-command).
+fn logs_request(sub: Sub, json: bool) -> Option<logs::LogsRequest> {
+    match sub {
+        Sub::Logs {
+            name,
+            follow,
+            lines,
+            stream,
+        } => Some(logs::LogsRequest {
+            watcher: name,
+            lines,
+            follow,
+            stream: stream.map(Into::into),
+            json,
+        }),
+        _ => None,
     }
 }
 
@@ -733,6 +811,28 @@ fn run_pool(target: pool::Target, cli: Cli) -> ExitCode {
                 .collect();
             let timeout = flags.timeout.unwrap_or(QUERY_TIMEOUT);
             return listen::run_pool(endpoints, timeout, &prefixes, count, cli.json);
+        }
+        Sub::Logs { .. } => {
+            let nodes = match pool::resolve(&target) {
+                Ok((_, nodes)) => nodes,
+                Err(message) => {
+                    eprintln!("nodectl: {message}");
+                    return ExitCode::from(2);
+                }
+            };
+            let [node] = nodes.as_slice() else {
+                eprintln!(
+                    "nodectl: logs reads one node, and {} are targeted: name one with --node \
+                     (or use --endpoint)",
+                    nodes.len()
+                );
+                return ExitCode::from(2);
+            };
+            let timeout = flags.timeout.unwrap_or(QUERY_TIMEOUT);
+            let Some(request) = logs_request(cli.command, cli.json) else {
+                return ExitCode::from(2);
+            };
+            return logs::run(&node.control, node.keys.clone(), timeout, request);
         }
         Sub::Nodes => pool::Job::Nodes,
         Sub::Stats { name } => pool::Job::Stats { name },

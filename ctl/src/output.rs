@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ringmaster_protocol::message::{
-    ChangeReport, ExecOutput, NodeInfo, ProcessInfo, StatsReport, WatcherStatus,
+    ChangeReport, ExecOutput, NodeInfo, ProcessInfo, SocketInfo, StatsReport, WatcherStatus,
 };
 use ringmaster_protocol::stats::ProcessStats;
 use ringmaster_protocol::{Command, OptionMap, OptionValue, Response};
@@ -30,6 +30,13 @@ pub fn print(command: &Command, response: &Response, json: bool) {
         Response::Stats(report) => print_stats(report),
         Response::DStats(own) => print_own_stats(own),
         Response::Exec(out) => print_exec(out),
+        Response::Sockets(list) => {
+            if list.is_empty() {
+                println!("no sockets (add a [sockets.NAME] table to the agent's config)");
+            } else {
+                table(&SOCKET_COLUMNS, &socket_rows(list));
+            }
+        }
         other => println!("{other:?}"),
     }
 }
@@ -55,6 +62,7 @@ pub fn json_of(response: &Response) -> serde_json::Value {
         Response::Stats(report) => serde_json::to_value(report),
         Response::DStats(own) => serde_json::to_value(own),
         Response::Exec(out) => serde_json::to_value(out),
+        Response::Sockets(list) => serde_json::to_value(list),
         other => serde_json::to_value(other),
     };
     value.unwrap_or(serde_json::Value::Null)
@@ -90,6 +98,34 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
+}
+
+/// The columns of `listsockets`.
+pub const SOCKET_COLUMNS: [&str; 5] = ["NAME", "FD", "ADDRESS", "BACKLOG", "WATCHERS"];
+
+/// `listsockets` rows, by descriptor (as circusctl lists them).
+pub fn socket_rows(list: &[SocketInfo]) -> Vec<Vec<String>> {
+    let mut sorted: Vec<&SocketInfo> = list.iter().collect();
+    sorted.sort_by_key(|s| (s.fd, s.name.clone()));
+    sorted
+        .into_iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.fd.to_string(),
+                match s.family.as_str() {
+                    "unix" => format!("unix:{}", s.address),
+                    _ => s.address.clone(),
+                },
+                s.backlog.to_string(),
+                if s.watchers.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.watchers.join(",")
+                },
+            ]
+        })
+        .collect()
 }
 
 fn print_status(list: &[WatcherStatus]) {

@@ -379,6 +379,7 @@ fn rows_of(command: &Command, response: &Response) -> (Vec<&'static str>, Vec<Ve
             vec!["EXIT", "TIME"],
             vec![vec![exit_text(out), format!("{:.2}s", out.duration)]],
         ),
+        Response::Sockets(list) => (output::SOCKET_COLUMNS.to_vec(), output::socket_rows(list)),
         other => (vec!["RESULT"], vec![vec![format!("{other:?}")]]),
     }
 }

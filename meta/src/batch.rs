@@ -124,6 +124,8 @@ async fn running_pids(
     for w in status {
         match w.state {
             WatcherState::Stopped if watcher.is_none() => continue,
+            // An on_demand watcher waiting for its first connection runs as meant.
+            WatcherState::Waiting => continue,
             WatcherState::Flapping => {
                 return Err(format!(
                     "watcher '{}' is flapping{}",

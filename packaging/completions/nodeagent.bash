@@ -37,6 +37,10 @@ _nodeagent() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --check-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "auto human journald json" -- "${cur}"))
                     return 0

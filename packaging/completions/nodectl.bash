@@ -52,6 +52,12 @@ _nodectl() {
             nodectl,listen)
                 cmd="nodectl__subcmd__listen"
                 ;;
+            nodectl,listsockets)
+                cmd="nodectl__subcmd__listsockets"
+                ;;
+            nodectl,logs)
+                cmd="nodectl__subcmd__logs"
+                ;;
             nodectl,man)
                 cmd="nodectl__subcmd__man"
                 ;;
@@ -78,6 +84,9 @@ _nodectl() {
                 ;;
             nodectl,reloadconfig)
                 cmd="nodectl__subcmd__reloadconfig"
+                ;;
+            nodectl,reopen)
+                cmd="nodectl__subcmd__reopen"
                 ;;
             nodectl,restart)
                 cmd="nodectl__subcmd__restart"
@@ -139,6 +148,12 @@ _nodectl() {
             nodectl__subcmd__help,listen)
                 cmd="nodectl__subcmd__help__subcmd__listen"
                 ;;
+            nodectl__subcmd__help,listsockets)
+                cmd="nodectl__subcmd__help__subcmd__listsockets"
+                ;;
+            nodectl__subcmd__help,logs)
+                cmd="nodectl__subcmd__help__subcmd__logs"
+                ;;
             nodectl__subcmd__help,man)
                 cmd="nodectl__subcmd__help__subcmd__man"
                 ;;
@@ -165,6 +180,9 @@ _nodectl() {
                 ;;
             nodectl__subcmd__help,reloadconfig)
                 cmd="nodectl__subcmd__help__subcmd__reloadconfig"
+                ;;
+            nodectl__subcmd__help,reopen)
+                cmd="nodectl__subcmd__help__subcmd__reopen"
                 ;;
             nodectl__subcmd__help,restart)
                 cmd="nodectl__subcmd__help__subcmd__restart"
@@ -197,7 +215,7 @@ _nodectl() {
 
     case "${cmd}" in
         nodectl)
-            opts="-e -p -h -V --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help --version status list start stop restart reload incr decr add rm set get options globaloptions signal numprocesses numwatchers reloadconfig quit nodeinfo stats dstats nodes exec listen completions man keygen help"
+            opts="-e -p -h -V --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help --version status list start stop restart reload incr decr add rm set get options globaloptions signal numprocesses numwatchers listsockets reloadconfig quit nodeinfo stats dstats nodes exec logs reopen listen completions man keygen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -625,7 +643,7 @@ _nodectl() {
             return 0
             ;;
         nodectl__subcmd__help)
-            opts="status list start stop restart reload incr decr add rm set get options globaloptions signal numprocesses numwatchers reloadconfig quit nodeinfo stats dstats nodes exec listen completions man keygen help"
+            opts="status list start stop restart reload incr decr add rm set get options globaloptions signal numprocesses numwatchers listsockets reloadconfig quit nodeinfo stats dstats nodes exec logs reopen listen completions man keygen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -806,6 +824,34 @@ _nodectl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        nodectl__subcmd__help__subcmd__listsockets)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        nodectl__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         nodectl__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -919,6 +965,20 @@ _nodectl() {
             return 0
             ;;
         nodectl__subcmd__help__subcmd__reloadconfig)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        nodectl__subcmd__help__subcmd__reopen)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1211,6 +1271,118 @@ _nodectl() {
                     ;;
                 --pubsub)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --where)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pools)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        nodectl__subcmd__listsockets)
+            opts="-e -p -h --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --where)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pools)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        nodectl__subcmd__logs)
+            opts="-f -n -e -p -h --follow --lines --stream --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --lines)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream)
+                    COMPREPLY=($(compgen -W "stdout stderr" -- "${cur}"))
                     return 0
                     ;;
                 --endpoint)
@@ -1669,6 +1841,56 @@ _nodectl() {
             return 0
             ;;
         nodectl__subcmd__reloadconfig)
+            opts="-e -p -h --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --where)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pools)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        nodectl__subcmd__reopen)
             opts="-e -p -h --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -125,6 +125,36 @@ pub enum EventKind {
     Add {},
     /// The watcher was removed.
     Rm {},
+    /// A hook of the watcher ran and exited 0.
+    HookSuccess {
+        /// Which hook (`before_start`, `after_spawn`, ...).
+        hook: String,
+        /// Seconds it ran.
+        duration: f64,
+        /// The process it was about, for the process hooks.
+        pid: Option<u32>,
+    },
+    /// A hook of the watcher failed: it exited non-zero, was killed, ran past its
+    /// timeout, or could not be started.
+    HookFailure {
+        /// Which hook (`before_start`, `after_spawn`, ...).
+        hook: String,
+        /// Seconds it ran.
+        duration: f64,
+        /// The process it was about, for the process hooks.
+        pid: Option<u32>,
+        /// How it ended, when it ended by itself (or by a signal).
+        exit: Option<ExitInfo>,
+        /// True when it ran past its timeout and its process group was killed.
+        timed_out: bool,
+        /// What went wrong, in words.
+        error: String,
+        /// The end of what it printed (stdout and stderr together), bounded.
+        output: String,
+        /// True when the action went on anyway (`ignore_errors`, or a hook whose
+        /// failure is only reported).
+        ignored: bool,
+    },
 }
 
 impl EventKind {
@@ -141,6 +171,8 @@ impl EventKind {
             EventKind::Flapping { .. } => "flapping",
             EventKind::Add {} => "add",
             EventKind::Rm {} => "rm",
+            EventKind::HookSuccess { .. } => "hook_success",
+            EventKind::HookFailure { .. } => "hook_failure",
         }
     }
 }

@@ -530,6 +530,9 @@ pub enum ErrorKind {
     Unauthorized,
     /// Something the agent did not expect; the message says what.
     Internal,
+    /// A hook of the watcher failed, so the action was not done; the message
+    /// names the hook, how it ended and the end of its output.
+    HookFailed,
     /// An error kind this client does not know (sent by a newer agent).
     #[serde(other)]
     Other,
@@ -551,6 +554,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Internal => "internal error",
+            ErrorKind::HookFailed => "hook failed",
             ErrorKind::Other => "error",
         };
         f.write_str(text)
@@ -671,6 +675,9 @@ pub enum WatcherState {
     Stopping,
     /// Stopped because it was flapping; a retry is scheduled.
     Flapping,
+    /// Started with `on_demand`: no process yet, waiting for a connection on one
+    /// of its sockets to spawn them.
+    Waiting,
     /// A state this client does not know.
     #[serde(other)]
     Unknown,
@@ -684,6 +691,7 @@ impl fmt::Display for WatcherState {
             WatcherState::Active => "active",
             WatcherState::Stopping => "stopping",
             WatcherState::Flapping => "flapping",
+            WatcherState::Waiting => "waiting",
             WatcherState::Unknown => "unknown",
         })
     }

@@ -152,6 +152,9 @@ pub struct TestAgent {
     pub key_files: Option<KeyFiles>,
     /// Processes left behind by [`TestAgent::kill9`], killed on drop.
     orphans: Vec<u32>,
+    /// A config file of the test's own (e.g. a Circus INI) instead of the
+    /// generated `agent.toml`; the agent then runs from its temp dir.
+    config_file: Option<PathBuf>,
 }
 
 /// An admin and a read key file, made by the real `nodectl keygen`.
@@ -278,8 +281,20 @@ impl TestAgent {
             keys: None,
             key_files: None,
             orphans: Vec::new(),
+            config_file: None,
         };
         agent
+    }
+
+    /// Makes a prepared agent run on `file` (a config the test wrote, e.g. a
+    /// Circus INI naming [`TestAgent::control`] and [`TestAgent::pubsub`] as its
+    /// endpoints), from its temp dir, as node `node`, with `env` added to its
+    /// environment. Call [`TestAgent::launch`] next.
+    pub fn use_config_file(&mut self, file: PathBuf, node: &str, env: &[(&str, &str)]) {
+        self.config_file = Some(file);
+        self.node = node.to_string();
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     }
 
     /// The agent's temp dir (config, state, logs).
@@ -289,7 +304,10 @@ impl TestAgent {
 
     /// Path of the agent's config file.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("agent.toml")
+        match &self.config_file {
+            Some(file) => file.clone(),
+            None => self.dir.path().join("agent.toml"),
+        }
     }
 
     /// Rewrites the config file (for `reloadconfig` tests), keeping `[agent]`.
@@ -310,7 +328,11 @@ impl TestAgent {
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .unwrap_or_else(|e| panic!("cannot open agent log: {e}"));
-        let child = Command::new(bin_path("nodeagent"))
+        let mut command = Command::new(bin_path("nodeagent"));
+        if self.config_file.is_some() {
+            command.current_dir(self.dir.path());
+        }
+        let child = command
             .arg("--config")
             .arg(self.config_path())
             .arg("-v")

@@ -6,17 +6,24 @@
 
 mod e2e {
     mod bad_input;
+    mod circus_config;
+    mod circusctl;
     mod commands;
     mod exec;
+    mod hooks;
     mod lifecycle;
+    mod lifecycle_options;
     mod logging;
     mod nodectl;
     mod nodetop;
+    mod output;
     mod packaging;
     mod persistence;
     mod pool;
+    mod procenv;
     mod relay;
     mod security;
+    mod sockets;
     mod stats;
     mod systemd;
 }

@@ -89,6 +89,7 @@ impl Agent {
                 children,
             } => self
                 .signal(&name, pid, signal, children)
+                .await
                 .map(Response::Changes),
             Command::NumProcesses { name } => {
                 self.numprocesses(name.as_deref()).map(Response::Count)
@@ -111,12 +112,16 @@ impl Agent {
                 )
             }),
             Command::Exec { cmd, timeout } => self.exec(&cmd, timeout).await.map(Response::Exec),
-            Command::ListSockets {} => Ok(Response::Sockets(Vec::new())),
-            Command::Logs { name, .. } => Err(ErrorReply::new(
-                ErrorKind::UnknownCommand,
-                format!("logs of '{name}': not available yet"),
-            )),
-            Command::Reopen {} => Ok(Response::Changes(ChangeReport::default())),
+            Command::ListSockets {} => Ok(Response::Sockets(self.list_sockets())),
+            Command::Logs {
+                name,
+                lines,
+                stream,
+            } => {
+                self.with_watcher(&name, |_| ())?;
+                Ok(Response::Logs(self.output.logs(&name, lines, stream)))
+            }
+            Command::Reopen {} => self.reopen_files().await.map(Response::Changes),
             other => Err(ErrorReply::new(
                 ErrorKind::UnknownCommand,
                 format!("command '{}' is not supported by this agent", other.name()),
@@ -337,6 +342,24 @@ impl Agent {
         Ok(report)
     }
 
+    /// `reopen` (and SIGUSR1): every output file is closed and opened again at
+    /// its path, after an external rotation.
+    async fn reopen_files(&self) -> CmdResult<ChangeReport> {
+        let report = self
+            .output
+            .reopen(std::time::Duration::from_secs(10))
+            .await
+            .map_err(|e| ErrorReply::new(ErrorKind::Os, format!("reopen: {e}")))?;
+        if let Some(failures) = report.failures() {
+            return Err(ErrorReply::new(
+                ErrorKind::Os,
+                format!("reopen: {failures}"),
+            ));
+        }
+        info!("reopened {} output file(s)", report.files.len());
+        Ok(report.into_changes())
+    }
+
     async fn rm(self: &Rc<Self>, name: &str, nostop: bool) -> CmdResult<ChangeReport> {
         let lock = self.lock_of(name)?;
         let _guard = lock.lock().await;
@@ -350,6 +373,7 @@ impl Agent {
             self.stop_watcher(name, true).await?
         };
         self.state.borrow_mut().watchers.remove(name);
+        self.output.forget(name);
         self.persist();
         self.emit(name, EventKind::Rm {});
         report.watchers.insert(name.to_string(), "removed".into());
@@ -403,10 +427,15 @@ impl Agent {
             )
             .any(|(k, _)| !LIVE_OPTIONS.contains(&k.as_str()));
         let target = new.numprocesses;
+        let aging_changed =
+            old.max_age != new.max_age || old.max_age_variance != new.max_age_variance;
         let active = self.with_watcher(name, |w| {
             w.config = new;
             w.state == WatcherState::Active
         })?;
+        if aging_changed {
+            self.rearm_age_timers(name);
+        }
         if needs_reload && active {
             let mut report = self.reload_watcher(name, false).await?;
             report.numprocesses = Some(target);
@@ -489,8 +518,8 @@ impl Agent {
         }
     }
 
-    fn signal(
-        &self,
+    async fn signal(
+        self: &Rc<Self>,
         name: &str,
         pid: Option<u32>,
         signal: Signal,
@@ -509,6 +538,12 @@ impl Agent {
             }
             None => pids,
         };
+        if self.has_signal_hooks(name) {
+            let refused = self
+                .signal_many_with_hooks(name, &targets, signal, children, false)
+                .await;
+            return super::lifecycle::signal_report(name, signal, targets, &refused);
+        }
         for target in &targets {
             send_signal(*target, signal, children).map_err(|e| {
                 ErrorReply::new(
@@ -571,6 +606,9 @@ impl Agent {
                 format!("{e}; keeping the running config"),
             )
         })?;
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let mut report = ChangeReport {
             done: true,
             ..ChangeReport::default()
@@ -592,6 +630,10 @@ impl Agent {
             settings.warmup_delay = new.warmup_delay;
             settings.allow_exec = new.allow_exec;
         }
+        // Sockets first: watchers added now may use new ones.
+        let waiting = self.pause_demand_waits().await;
+        self.reload_sockets(&config.sockets, &mut report).await;
+        self.resume_demand_waits(waiting);
         let changes = {
             let state = self.state.borrow();
             let runtime: BTreeMap<String, WatcherConfig> = state

@@ -28,13 +28,20 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{AgentSettings, Config, WatcherConfig};
+use crate::hooks::{HookPoint, HookSubject};
 use crate::nodeinfo::HostProbe;
+use crate::output::OutputService;
 use crate::persist::{plan, Change, StateFile, StateStore, STATE_VERSION};
 use crate::policy::{RestartTracker, Verdict};
+use crate::sockets::Sockets;
 use crate::spawn::{self, SpawnError, SpawnVars};
 use crate::stats::{Sample, Target};
 
 mod commands;
+mod lifecycle;
+mod socket_ops;
+
+use lifecycle::{hook_error, OnFailure, Recheck, TaskGuard};
 
 type CmdResult<T> = Result<T, ErrorReply>;
 
@@ -44,12 +51,29 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// A published message: topic and encoded body.
 pub type Outgoing = (String, Vec<u8>);
 
+/// A process that exited, as [`Agent::on_exit`] found it.
+struct Exited {
+    pid: u32,
+    wid: u32,
+    exit: ExitInfo,
+    expected: bool,
+    uptime: Duration,
+    /// What the restart policy says, for an unexpected exit.
+    verdict: Option<Verdict>,
+    /// It was the last process of a watcher without respawn.
+    all_gone: bool,
+}
+
 struct Proc {
     wid: u32,
     started: SystemTime,
     since: Instant,
     stopping: bool,
     waiters: Vec<oneshot::Sender<ExitInfo>>,
+    /// Share of `max_age_variance` this process gets, in [0, 1), drawn once.
+    age_draw: f64,
+    /// Its `max_age` timer, when `max_age` is set.
+    age_timer: Option<TaskGuard>,
 }
 
 struct Watcher {
@@ -62,6 +86,10 @@ struct Watcher {
     /// has been overtaken.
     epoch: u64,
     last_error: Option<String>,
+    /// Slots (wids) whose process waits for its `before_spawn` hook.
+    pending: BTreeSet<u32>,
+    /// While `waiting` (on_demand): the task waiting for a connection.
+    demand: Option<TaskGuard>,
 }
 
 impl Watcher {
@@ -74,6 +102,8 @@ impl Watcher {
             restarts: RestartTracker::default(),
             epoch: 0,
             last_error: None,
+            pending: BTreeSet::new(),
+            demand: None,
         }
     }
 
@@ -89,8 +119,14 @@ impl Watcher {
         self.procs.keys().copied().collect()
     }
 
-    fn free_wid(&self) -> u32 {
-        let used: BTreeSet<u32> = self.procs.values().map(|p| p.wid).collect();
+    fn free_wid(&self, skip: &[u32]) -> u32 {
+        let used: BTreeSet<u32> = self
+            .procs
+            .values()
+            .map(|p| p.wid)
+            .chain(self.pending.iter().copied())
+            .chain(skip.iter().copied())
+            .collect();
         (1..).find(|w| !used.contains(w)).unwrap_or(1)
     }
 
@@ -126,6 +162,10 @@ pub struct Agent {
     quit: Notify,
     host: RefCell<HostProbe>,
     latest_stats: RefCell<Sample>,
+    /// Listening sockets handed to children (see `socket_ops`).
+    sockets: RefCell<Sockets>,
+    /// Where output that goes through the agent is read, kept and published.
+    output: OutputService,
 }
 
 fn now_secs(at: SystemTime) -> f64 {
@@ -212,6 +252,7 @@ impl Agent {
             owners: HashMap::new(),
             baseline: config.watchers.clone(),
         };
+        let output = OutputService::start(&config.agent.node);
         Rc::new(Agent {
             settings: RefCell::new(config.agent),
             config_path: config.path,
@@ -229,7 +270,14 @@ impl Agent {
             quit: Notify::new(),
             host: RefCell::new(HostProbe::default()),
             latest_stats: RefCell::new(Sample::default()),
+            sockets: RefCell::new(Sockets::default()),
+            output,
         })
+    }
+
+    /// The output service (captured streams, output files, `logs`).
+    pub fn output(&self) -> &OutputService {
+        &self.output
     }
 
     /// Node name.
@@ -382,7 +430,7 @@ impl Agent {
     /// Starts one process of `name` in slot `wid`.
     fn spawn_process(self: &Rc<Self>, name: &str, wid: u32) -> Result<u32, SpawnError> {
         let node = self.node();
-        let prepared = {
+        let mut prepared = {
             let state = self.state.borrow();
             let Some(w) = state.watchers.get(name) else {
                 return Err(SpawnError::BadCommandLine(format!(
@@ -394,8 +442,9 @@ impl Agent {
                 watcher: name,
                 wid,
             };
-            spawn::prepare(&w.config, &vars)?
+            spawn::prepare_with(&w.config, &vars, &self.sockets.borrow())?
         };
+        let captured = prepared.take_output();
         let mut child = prepared.spawn()?;
         let Some(pid) = child.id() else {
             return Err(SpawnError::Os {
@@ -403,22 +452,34 @@ impl Agent {
                 source: std::io::Error::other("child exited before its pid was read"),
             });
         };
-        {
+        if !captured.is_empty() {
+            self.output.attach(name, pid, wid, captured);
+        }
+        let aging = {
             let mut state = self.state.borrow_mut();
             state.owners.insert(pid, name.to_string());
-            if let Some(w) = state.watchers.get_mut(name) {
-                w.procs.insert(
-                    pid,
-                    Proc {
-                        wid,
-                        started: SystemTime::now(),
-                        since: Instant::now(),
-                        stopping: false,
-                        waiters: Vec::new(),
-                    },
-                );
-                w.last_error = None;
+            match state.watchers.get_mut(name) {
+                Some(w) => {
+                    w.procs.insert(
+                        pid,
+                        Proc {
+                            wid,
+                            started: SystemTime::now(),
+                            since: Instant::now(),
+                            stopping: false,
+                            waiters: Vec::new(),
+                            age_draw: fastrand::f64(),
+                            age_timer: None,
+                        },
+                    );
+                    w.last_error = None;
+                    w.config.max_age > 0.0
+                }
+                None => false,
             }
+        };
+        if aging {
+            self.arm_age_timer(name, pid, None);
         }
         let agent = Rc::clone(self);
         tokio::task::spawn_local(async move {
@@ -434,8 +495,11 @@ impl Agent {
     /// those it started and reports the error.
     async fn spawn_many(self: &Rc<Self>, name: &str, count: usize) -> CmdResult<Vec<u32>> {
         let mut started = Vec::with_capacity(count);
+        // Slots a spawn hook refused in this round (retried later by the policy).
+        let mut refused = Vec::new();
         for i in 0..count {
-            let wid = match self.with_watcher(name, |w| w.supervised().then(|| w.free_wid())) {
+            let free = self.with_watcher(name, |w| w.supervised().then(|| w.free_wid(&refused)));
+            let wid = match free {
                 Ok(Some(wid)) => wid,
                 // Stopped, removed or shutting down meanwhile: stop here.
                 Ok(None) | Err(_) => break,
@@ -443,8 +507,15 @@ impl Agent {
             if self.shutting_down.get() {
                 break;
             }
-            match self.spawn_process(name, wid) {
-                Ok(pid) => started.push(pid),
+            let spawned = if self.has_spawn_hooks(name) {
+                let _ = self.with_watcher(name, |w| w.pending.insert(wid));
+                self.spawn_with_hooks(name, wid, Recheck::Command).await
+            } else {
+                self.spawn_process(name, wid).map(Some)
+            };
+            match spawned {
+                Ok(Some(pid)) => started.push(pid),
+                Ok(None) => refused.push(wid),
                 Err(e) => {
                     let message = format!("watcher '{name}': {e}");
                     let _ = self.with_watcher(name, |w| w.last_error = Some(message.clone()));
@@ -488,8 +559,13 @@ impl Agent {
                 return;
             }
             let target = w.config.numprocesses as usize;
-            let mut missing = target.saturating_sub(w.running_count());
-            let used: BTreeSet<u32> = w.procs.values().map(|p| p.wid).collect();
+            let mut missing = target.saturating_sub(w.running_count() + w.pending.len());
+            let used: BTreeSet<u32> = w
+                .procs
+                .values()
+                .map(|p| p.wid)
+                .chain(w.pending.iter().copied())
+                .collect();
             let mut to_spawn = Vec::new();
             let mut wake: Option<Instant> = None;
             let mut wid = 0;
@@ -506,8 +582,11 @@ impl Agent {
             }
             (to_spawn, wake)
         };
+        let hooked = !to_spawn.is_empty() && self.has_spawn_hooks(name);
         for wid in to_spawn {
-            if let Err(e) = self.spawn_process(name, wid) {
+            if hooked {
+                self.fill_slot_with_hooks(name, wid);
+            } else if let Err(e) = self.spawn_process(name, wid) {
                 self.on_spawn_failure(name, wid, e);
             }
         }
@@ -525,7 +604,7 @@ impl Agent {
         });
     }
 
-    fn on_spawn_failure(self: &Rc<Self>, name: &str, wid: u32, error: SpawnError) {
+    fn on_spawn_failure(self: &Rc<Self>, name: &str, wid: u32, error: impl std::fmt::Display) {
         let message = format!("watcher '{name}': {error}");
         warn!("{message}");
         self.emit(
@@ -589,35 +668,103 @@ impl Agent {
         } else {
             None
         };
-        let all_gone = !expected
-            && w.state == WatcherState::Active
+        // Without respawn, a watcher whose last process is gone is stopped (as
+        // in Circus).
+        let all_gone = w.state == WatcherState::Active
             && !w.config.respawn
-            && w.running_count() == 0;
+            && w.config.numprocesses > 0
+            && w.running_count() == 0
+            && w.pending.is_empty();
         if all_gone {
             w.state = WatcherState::Stopped;
         }
+        let hooks = &w.config.hooks;
+        let reap_hooks = hooks.before_reap.is_some() || hooks.after_reap.is_some();
         drop(state);
+        let exited = Exited {
+            pid,
+            wid: proc.wid,
+            exit,
+            expected,
+            uptime,
+            verdict,
+            all_gone,
+        };
+        if reap_hooks {
+            // The hooks run around the rest; whoever waits for this exit (a stop)
+            // waits for them too.
+            let agent = Rc::clone(self);
+            tokio::task::spawn_local(async move {
+                agent.reap_with_hooks(name, exited, proc.waiters).await;
+            });
+            return;
+        }
         for waiter in proc.waiters {
             let _ = waiter.send(exit);
         }
+        self.after_exit(&name, exited);
+    }
+
+    /// What follows an exit: `reap`, and a respawn or the end of the watcher.
+    fn after_exit(self: &Rc<Self>, name: &str, exited: Exited) {
+        let Exited {
+            pid,
+            wid,
+            exit,
+            expected,
+            uptime,
+            verdict,
+            all_gone,
+        } = exited;
         self.emit(
-            &name,
+            name,
             EventKind::Reap {
                 pid,
-                wid: proc.wid,
+                wid,
                 exit,
                 expected,
                 uptime: uptime.as_secs_f64(),
             },
         );
         if !expected {
-            info!(watcher = %name, pid, wid = proc.wid, "process exited: {exit}");
+            info!(watcher = %name, pid, wid, "process exited: {exit}");
         }
-        if all_gone {
-            self.emit(&name, EventKind::Stop {});
+        // An on_demand watcher waits for the next connection instead.
+        if all_gone && !self.wait_again(name) {
+            info!(watcher = %name, "its last process is gone and respawn is off: stopped");
+            self.emit(name, EventKind::Stop {});
+            self.hook_in_background(name, HookPoint::AfterStop);
         }
         if let Some(verdict) = verdict {
-            self.act_on(&name, verdict);
+            self.act_on(name, verdict);
+        }
+    }
+
+    /// [`Agent::after_exit`] between `before_reap` and `after_reap`; then wakes
+    /// whoever waits for the exit.
+    async fn reap_with_hooks(
+        self: &Rc<Self>,
+        name: String,
+        exited: Exited,
+        waiters: Vec<oneshot::Sender<ExitInfo>>,
+    ) {
+        let subject = HookSubject {
+            pid: Some(exited.pid),
+            wid: Some(exited.wid),
+            exit: Some(exited.exit),
+            expected: Some(exited.expected),
+            ..HookSubject::default()
+        };
+        let exit = exited.exit;
+        let _ = self
+            .hook(&name, HookPoint::BeforeReap, subject, OnFailure::Report)
+            .await;
+        self.after_exit(&name, exited);
+        let _ = self
+            .hook(&name, HookPoint::AfterReap, subject, OnFailure::Report)
+            .await;
+        for waiter in waiters {
+            let _ = waiter.send(exit);
         }
     }
 
@@ -671,6 +818,9 @@ impl Agent {
         let Ok(lock) = self.lock_of(name) else { return };
         let epoch = {
             let _guard = lock.lock().await;
+            let _ = self
+                .watcher_hook(name, HookPoint::BeforeStop, OnFailure::Report)
+                .await;
             let Ok((epoch, pids)) = self.with_watcher(name, |w| {
                 w.state = WatcherState::Stopping;
                 w.last_error = Some(message.clone());
@@ -686,6 +836,9 @@ impl Agent {
             };
             let _ = self.with_watcher(name, |w| w.state = next);
             self.emit(name, EventKind::Stop {});
+            let _ = self
+                .watcher_hook(name, HookPoint::AfterStop, OnFailure::Report)
+                .await;
             epoch
         };
         let Some(delay) = retry_in else { return };
@@ -736,18 +889,23 @@ impl Agent {
         }) else {
             return Vec::new();
         };
-        for pid in &to_signal {
-            if let Err(e) = send_signal(*pid, signal, group) {
-                warn!(watcher = name, pid, "cannot send {signal}: {e}");
+        if self.has_signal_hooks(name) {
+            self.signal_many_with_hooks(name, &to_signal, signal, group, true)
+                .await;
+        } else {
+            for pid in &to_signal {
+                if let Err(e) = send_signal(*pid, signal, group) {
+                    warn!(watcher = name, pid, "cannot send {signal}: {e}");
+                }
+                self.emit(
+                    name,
+                    EventKind::Kill {
+                        pid: *pid,
+                        signal: signal.to_string(),
+                        group,
+                    },
+                );
             }
-            self.emit(
-                name,
-                EventKind::Kill {
-                    pid: *pid,
-                    signal: signal.to_string(),
-                    group,
-                },
-            );
         }
         let deadline = tokio::time::Instant::now() + graceful;
         let mut waits = waits.into_iter().peekable();
@@ -762,15 +920,23 @@ impl Agent {
                 }
             }
         }
-        for (pid, _) in &late {
-            if self.state.borrow().owners.contains_key(pid) {
-                if let Err(e) = send_signal(*pid, Signal::Kill, true) {
+        let alive: Vec<u32> = late
+            .iter()
+            .map(|(pid, _)| *pid)
+            .filter(|pid| self.state.borrow().owners.contains_key(pid))
+            .collect();
+        if !alive.is_empty() && self.has_signal_hooks(name) {
+            self.signal_many_with_hooks(name, &alive, Signal::Kill, true, true)
+                .await;
+        } else {
+            for pid in alive {
+                if let Err(e) = send_signal(pid, Signal::Kill, true) {
                     warn!(watcher = name, pid, "cannot send SIGKILL: {e}");
                 }
                 self.emit(
                     name,
                     EventKind::Kill {
-                        pid: *pid,
+                        pid,
                         signal: Signal::Kill.to_string(),
                         group: true,
                     },
@@ -789,6 +955,20 @@ impl Agent {
     // ----- watcher operations (callers hold the watcher's lock) ---------------------
 
     async fn start_watcher(self: &Rc<Self>, name: &str, by_user: bool) -> CmdResult<ChangeReport> {
+        self.refuse_if_shutting_down()?;
+        // An on_demand watcher waits for a connection first.
+        if let Some(waiting) = self.wait_for_demand(name, by_user)? {
+            return Ok(waiting);
+        }
+        self.start_processes(name, by_user).await
+    }
+
+    /// The start itself: `before_start`, the processes, `after_start`, `active`.
+    async fn start_processes(
+        self: &Rc<Self>,
+        name: &str,
+        by_user: bool,
+    ) -> CmdResult<ChangeReport> {
         self.refuse_if_shutting_down()?;
         let (already, count) = self.with_watcher(name, |w| {
             if w.state == WatcherState::Active {
@@ -810,8 +990,10 @@ impl Agent {
                 ..ChangeReport::default()
             });
         }
+        self.before_start(name).await?;
         match self.spawn_many(name, count).await {
             Ok(started) => {
+                self.after_start(name).await?;
                 let became_active = self.with_watcher(name, |w| {
                     if w.state == WatcherState::Starting {
                         w.state = WatcherState::Active;
@@ -838,10 +1020,42 @@ impl Agent {
     }
 
     async fn stop_watcher(self: &Rc<Self>, name: &str, by_user: bool) -> CmdResult<ChangeReport> {
+        // The agent's shutdown always stops: a failed before_stop is only reported.
+        let on_failure = if self.shutting_down.get() {
+            OnFailure::Report
+        } else {
+            OnFailure::Abort
+        };
+        self.stop_watcher_as(name, by_user, on_failure).await
+    }
+
+    /// [`Agent::stop_watcher`], saying whether a failed `before_stop` aborts it.
+    async fn stop_watcher_as(
+        self: &Rc<Self>,
+        name: &str,
+        by_user: bool,
+        on_failure: OnFailure,
+    ) -> CmdResult<ChangeReport> {
+        let running = self.with_watcher(name, |w| {
+            !matches!(w.state, WatcherState::Stopped | WatcherState::Flapping)
+        })?;
+        if running {
+            if let Err(failure) = self
+                .watcher_hook(name, HookPoint::BeforeStop, on_failure)
+                .await
+            {
+                return Err(hook_error(
+                    name,
+                    &failure,
+                    "the stop was aborted, the watcher keeps running",
+                ));
+            }
+        }
         let pids = self.with_watcher(name, |w| {
             if by_user {
                 w.epoch += 1;
             }
+            w.demand = None;
             let was_stopped = matches!(w.state, WatcherState::Stopped | WatcherState::Flapping);
             w.state = WatcherState::Stopping;
             (was_stopped, w.pids())
@@ -851,6 +1065,9 @@ impl Agent {
         self.with_watcher(name, |w| w.state = WatcherState::Stopped)?;
         if !was_stopped {
             self.emit(name, EventKind::Stop {});
+            let _ = self
+                .watcher_hook(name, HookPoint::AfterStop, OnFailure::Report)
+                .await;
         }
         Ok(ChangeReport {
             stopped,

@@ -27,9 +27,13 @@
 //!    of their statistics: its CPU (target: ≤ 10% of a core) and the delay to its
 //!    subscribers (target: p99 ≤ 20 ms), against a direct subscriber;
 //! 8. what keys cost (see [`sealing`]): `status` round trips to an agent with keys
-//!    against one without, in alternating blocks (target: p99 ratio ≤ 1.5×).
+//!    against one without, in alternating blocks (target: p99 ratio ≤ 1.5×);
+//! 9. process output (see [`output`]): `status` round trips while two `yes` flood
+//!    the agent, one to a rotated file and one captured, against the idle agent
+//!    (target: p99 ≤ 5 ms), with the bytes per second read and what was dropped.
 //!
-//! `--quick` scales the counts down for a smoke run. The exit code is 0 when every
+//! `--quick` scales the counts down for a smoke run; `--phase N` runs only phase
+//! N (phases 1, 3, 4 and 5 run together, on one agent). The exit code is 0 when every
 //! phase ran, whether or not the targets were met (this is a report), and 1 when a
 //! phase could not run.
 
@@ -38,6 +42,7 @@ use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod output;
 mod pool;
 mod sealing;
 
@@ -51,11 +56,12 @@ use ringmaster_tests::{pid_alive, TestAgent};
 const USAGE: &str = "\
 ringmaster-bench: measure nodeagent and nodectl against Ringmaster's performance targets
 
-Usage: ringmaster-bench [--quick]
+Usage: ringmaster-bench [--quick] [--phase N]
 
 Options:
   --quick     scale counts down for a smoke run (100 spawns, 20 kills, 1000 requests,
-              a pool of 10 agents)
+              a pool of 10 agents, 2 s of output flood)
+  --phase N   run only phase N (1-9; phases 1, 3, 4 and 5 run together)
   -h, --help  print this help
 
 Build in release first: cargo build --release --workspace && target/release/ringmaster-bench
@@ -95,6 +101,8 @@ struct Scale {
     pool: pool::PoolScale,
     /// Whether this is a `--quick` run.
     quick: bool,
+    /// Run only this phase (`--phase N`).
+    only: Option<u32>,
 }
 
 impl Scale {
@@ -110,6 +118,7 @@ impl Scale {
             window: Duration::from_secs(30),
         },
         quick: false,
+        only: None,
     };
     const QUICK: Scale = Scale {
         spawns: 100,
@@ -123,7 +132,13 @@ impl Scale {
             window: Duration::from_secs(5),
         },
         quick: true,
+        only: None,
     };
+
+    /// Whether the phase that measures any of `phases` is to run.
+    fn runs(&self, phases: &[u32]) -> bool {
+        self.only.is_none_or(|only| phases.contains(&only))
+    }
 }
 
 fn main() -> ExitCode {
@@ -162,13 +177,23 @@ fn main() -> ExitCode {
 /// The scale asked for, or `None` for `--help`.
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Scale>> {
     let mut scale = Scale::FULL;
-    for arg in args {
+    let mut only = None;
+    let mut args = args;
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => scale = Scale::QUICK,
+            "--phase" => {
+                let value = args.next().unwrap_or_default();
+                match value.parse::<u32>() {
+                    Ok(n) if (1..=9).contains(&n) => only = Some(n),
+                    _ => bail!("--phase takes a phase number from 1 to 9, not '{value}'"),
+                }
+            }
             "-h" | "--help" => return Ok(None),
             other => bail!("unexpected argument '{other}'"),
         }
     }
+    scale.only = only;
     Ok(Some(scale))
 }
 
@@ -188,20 +213,35 @@ fn run(scale: Scale) -> Result<Report> {
         .context("cannot start the tokio runtime")?;
     let mut report = Report::new(scale);
     runtime.block_on(async {
-        if let Err(e) = load_phases(scale, &mut report).await {
-            report.fail("spawn / round trip / nodectl / memory phases", &e);
+        if scale.runs(&[1, 3, 4, 5]) {
+            if let Err(e) = load_phases(scale, &mut report).await {
+                report.fail("spawn / round trip / nodectl / memory phases", &e);
+            }
         }
-        if let Err(e) = crash_phase(scale, &mut report).await {
-            report.fail("crash-to-respawn phase", &e);
+        if scale.runs(&[2]) {
+            if let Err(e) = crash_phase(scale, &mut report).await {
+                report.fail("crash-to-respawn phase", &e);
+            }
         }
-        if let Err(e) = stats_phase(scale, &mut report).await {
-            report.fail("statistics cost phase", &e);
+        if scale.runs(&[6]) {
+            if let Err(e) = stats_phase(scale, &mut report).await {
+                report.fail("statistics cost phase", &e);
+            }
         }
-        if let Err(e) = pool::pool_phase(scale.pool, &mut report).await {
-            report.fail("pool phase", &e);
+        if scale.runs(&[7]) {
+            if let Err(e) = pool::pool_phase(scale.pool, &mut report).await {
+                report.fail("pool phase", &e);
+            }
         }
-        if let Err(e) = sealing::sealing_phase(scale.requests, &mut report).await {
-            report.fail("keys phase", &e);
+        if scale.runs(&[8]) {
+            if let Err(e) = sealing::sealing_phase(scale.requests, &mut report).await {
+                report.fail("keys phase", &e);
+            }
+        }
+        if scale.runs(&[9]) {
+            if let Err(e) = output::output_phase(scale.quick, &mut report).await {
+                report.fail("output phase", &e);
+            }
         }
     });
     Ok(report)
@@ -270,6 +310,13 @@ fn print_header(scale: Scale, agent_bin: &std::path::Path) {
         "          8. keys: {} status requests each to an agent with keys and one without",
         scale.requests
     );
+    println!(
+        "          9. output: status round trips while two `yes` flood the agent ({} s), vs idle",
+        if scale.quick { 2 } else { 10 }
+    );
+    if let Some(only) = scale.only {
+        println!("only:     phase {only}");
+    }
     println!("machine:  {cpus} CPUs ({model}), Linux {kernel}");
     println!(
         "agents:   log level RUST_LOG={}",
