@@ -82,22 +82,39 @@ async fn capture<R: AsyncRead + Unpin>(reader: Option<R>, into: &mut Capture) {
     }
 }
 
-/// Kills the process group of a command if the request is dropped half-way (the
-/// agent exiting), so that nothing it started runs on unsupervised.
-struct GroupGuard(Option<Pid>);
+/// Kills a command's process group when dropped, unless disarmed, so that nothing
+/// a command started (an `exec`, a hook) outlives its timeout or the agent.
+pub(crate) struct GroupGuard {
+    pgid: Option<Pid>,
+    what: &'static str,
+}
 
 impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
+    /// Guards the process group led by `child` (the child of a `process_group(0)`
+    /// spawn); `what` names the command in the log.
+    pub(crate) fn of(child: &tokio::process::Child, what: &'static str) -> Self {
+        GroupGuard {
+            pgid: child
+                .id()
+                .and_then(|p| i32::try_from(p).ok())
+                .map(Pid::from_raw),
+            what,
+        }
+    }
+
+    /// Kills the group now (once).
+    pub(crate) fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
             match killpg(pgid, Signal::SIGKILL) {
                 Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(e) => warn!("exec: cannot kill process group {pgid}: {e}"),
+                Err(e) => warn!("{}: cannot kill process group {pgid}: {e}", self.what),
             }
         }
     }
 
-    fn disarm(&mut self) {
-        self.0 = None;
+    /// The command ended by itself: leave its group alone.
+    pub(crate) fn disarm(&mut self) {
+        self.pgid = None;
     }
 }
 
@@ -123,7 +140,7 @@ pub async fn run(node: &str, cmd: &str, timeout: Duration) -> std::io::Result<Ex
     let started = Instant::now();
     let mut child = command.spawn()?;
     let pid = child.id();
-    let mut guard = GroupGuard(pid.and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw));
+    let mut guard = GroupGuard::of(&child, "exec");
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let mut out = Capture::default();

@@ -27,13 +27,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal as NixSignal};
-use nix::unistd::Pid;
 use ringmaster_protocol::{ExitInfo, Signal};
 use tokio::io::AsyncReadExt;
-use tracing::warn;
 
 use crate::config::{Hook, Hooks, WatcherConfig};
+use crate::exec::GroupGuard;
 use crate::spawn::{self, SpawnVars};
 
 /// Most bytes of a hook's output kept (the end of it).
@@ -383,31 +381,6 @@ impl Tail {
     }
 }
 
-/// Kills a hook's process group when dropped, unless disarmed: a hook never
-/// outlives the agent, nor its own timeout.
-struct GroupGuard(Option<Pid>);
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            match killpg(pgid, NixSignal::SIGKILL) {
-                Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(e) => warn!("hook: cannot kill process group {pgid}: {e}"),
-            }
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 async fn execute(job: &HookJob) -> Result<(), HookFailure> {
     let fail = |cause: FailureCause, output: String| HookFailure {
         point: job.point,
@@ -452,12 +425,7 @@ async fn execute(job: &HookJob) -> Result<(), HookFailure> {
             cannot(&format!("/bin/sh{place}"), &e)
         })?
     };
-    let mut guard = GroupGuard(
-        child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .map(Pid::from_raw),
-    );
+    let mut guard = GroupGuard::of(&child, "hook");
     let mut tail = Tail::default();
     let mut timed_out = false;
     let status = {

@@ -467,6 +467,19 @@ impl TestAgent {
         self.pids(name).await
     }
 
+    /// The state of watcher `name`.
+    pub async fn state(&self, name: &str) -> ringmaster_protocol::message::WatcherState {
+        match self
+            .call(Cmd::Status {
+                name: Some(name.into()),
+            })
+            .await
+        {
+            Response::Status(list) => list[0].state,
+            other => panic!("unexpected status reply {other:?}"),
+        }
+    }
+
     /// Pids of watcher `name`, by `list`.
     pub async fn pids(&self, name: &str) -> Vec<u32> {
         match self

@@ -184,18 +184,6 @@ fn unstamp(line: &str, time_len: usize) -> Option<&str> {
     Some(rest)
 }
 
-async fn state_of(agent: &TestAgent, name: &str) -> WatcherState {
-    match agent
-        .call(Command::Status {
-            name: Some(name.into()),
-        })
-        .await
-    {
-        Response::Status(list) => list[0].state,
-        other => panic!("unexpected status reply {other:?}"),
-    }
-}
-
 async fn sockets(agent: &TestAgent) -> Vec<ringmaster_protocol::message::SocketInfo> {
     match agent.call(Command::ListSockets {}).await {
         Response::Sockets(list) => list,
@@ -512,7 +500,7 @@ async fn lifecycle_hooks_on_demand_and_manual_watchers() {
 
     agent.wait_pids("shellish", 1).await;
     assert_eq!(agent.pids("manual").await.len(), 0);
-    assert_eq!(state_of(&agent, "manual").await, WatcherState::Stopped);
+    assert_eq!(agent.state("manual").await, WatcherState::Stopped);
 
     assert_eq!(
         agent.pids("lazy").await.len(),

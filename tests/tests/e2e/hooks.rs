@@ -45,18 +45,6 @@ fn web(extra: &str, hooks: &str) -> String {
     )
 }
 
-async fn state_of(agent: &TestAgent, name: &str) -> WatcherState {
-    match agent
-        .call(Command::Status {
-            name: Some(name.into()),
-        })
-        .await
-    {
-        Response::Status(list) => list[0].state,
-        other => panic!("unexpected status reply {other:?}"),
-    }
-}
-
 /// Sends `command` and returns the error reply it must get.
 async fn refused(agent: &TestAgent, command: Command) -> ErrorReply {
     match agent.client().call(command).await {
@@ -118,7 +106,7 @@ async fn every_hook_point_runs_in_order_with_its_environment() {
     };
     assert_eq!(started.started.len(), 1);
     let pid = started.started[0].to_string();
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Active);
+    assert_eq!(agent.state("web").await, WatcherState::Active);
     agent.call(stop("web")).await;
 
     let log = hook_log(&agent);
@@ -207,7 +195,7 @@ async fn a_failing_before_start_aborts_the_start_with_the_hook_output() {
             error.message
         );
     }
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Stopped);
+    assert_eq!(agent.state("web").await, WatcherState::Stopped);
     assert!(agent.pids("web").await.is_empty());
     let event = hook_failure(&mut events, "before_start").await;
     let EventKind::HookFailure {
@@ -274,7 +262,7 @@ async fn a_failing_after_start_stops_the_watcher_again() {
     let EventKind::Spawn { pid, .. } = spawned.kind else {
         unreachable!()
     };
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Stopped);
+    assert_eq!(agent.state("web").await, WatcherState::Stopped);
     assert!(agent.pids("web").await.is_empty());
     assert!(!pid_alive(pid), "the process it started was stopped");
 }
@@ -303,7 +291,7 @@ async fn a_failing_before_spawn_skips_that_spawn_and_the_policy_retries() {
         })
         .await;
     agent.wait_pids("web", 1).await;
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Active);
+    assert_eq!(agent.state("web").await, WatcherState::Active);
 }
 
 #[tokio::test]
@@ -320,7 +308,7 @@ async fn a_before_spawn_that_always_fails_ends_in_flapping() {
         })
         .await;
     wait_for("the watcher flapping", DEADLINE, || async {
-        state_of(&agent, "web").await == WatcherState::Flapping
+        agent.state("web").await == WatcherState::Flapping
     })
     .await;
     assert!(agent.pids("web").await.is_empty());
@@ -360,7 +348,7 @@ async fn a_failing_after_spawn_stops_that_process_and_it_is_replaced() {
         .await;
     let pids = agent.wait_pids("web", 1).await;
     assert_ne!(pids[0], first, "a new process took its place");
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Active);
+    assert_eq!(agent.state("web").await, WatcherState::Active);
 }
 
 #[tokio::test]
@@ -387,7 +375,7 @@ async fn a_failing_before_stop_aborts_the_stop_but_not_a_shutdown() {
             error.message
         );
     }
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Active);
+    assert_eq!(agent.state("web").await, WatcherState::Active);
     assert_eq!(agent.pids("web").await, vec![pid]);
     // The agent's shutdown always stops.
     let status = agent.stop();
@@ -460,7 +448,7 @@ async fn ignore_errors_never_changes_the_action() {
         panic!()
     };
     assert_eq!(report.started.len(), 1);
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Active);
+    assert_eq!(agent.state("web").await, WatcherState::Active);
     let event = hook_failure(&mut events, "before_start").await;
     let EventKind::HookFailure {
         ignored, output, ..
@@ -490,7 +478,7 @@ async fn a_hung_hook_is_killed_at_its_timeout_while_the_agent_answers() {
     let hook_pid: u32 = wait_for_pid(&pid_file).await;
     // The agent answers while the hook runs.
     let asked = Instant::now();
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Starting);
+    assert_eq!(agent.state("web").await, WatcherState::Starting);
     assert!(
         asked.elapsed() < Duration::from_secs(1),
         "status took {:?} while a hook ran",
@@ -523,7 +511,7 @@ async fn a_hung_hook_is_killed_at_its_timeout_while_the_agent_answers() {
     };
     assert!(timed_out);
     assert_eq!(exit, None);
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Stopped);
+    assert_eq!(agent.state("web").await, WatcherState::Stopped);
 }
 
 /// Reads a pid the hook wrote (it may still be writing it).

@@ -8,18 +8,6 @@ use ringmaster_tests::{group_members, pid_alive, wait_for, TestAgent, DEADLINE};
 
 const SLEEPER: &str = "\n[watchers.sleeper]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n";
 
-async fn state_of(agent: &TestAgent, name: &str) -> WatcherState {
-    match agent
-        .call(Command::Status {
-            name: Some(name.into()),
-        })
-        .await
-    {
-        Response::Status(list) => list[0].state,
-        other => panic!("unexpected status reply {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn spawns_watchers_in_their_own_process_groups() {
     let agent = TestAgent::start("spawn", SLEEPER);
@@ -33,7 +21,7 @@ async fn spawns_watchers_in_their_own_process_groups() {
             "each process leads its own group"
         );
     }
-    assert_eq!(state_of(&agent, "sleeper").await, WatcherState::Active);
+    assert_eq!(agent.state("sleeper").await, WatcherState::Active);
 }
 
 #[tokio::test]
@@ -144,7 +132,7 @@ async fn flapping_stops_the_watcher_retries_then_gives_up() {
         "{second:?}"
     );
     wait_for("the watcher to stay stopped", DEADLINE, || async {
-        state_of(&agent, "flappy").await == WatcherState::Stopped
+        agent.state("flappy").await == WatcherState::Stopped
     })
     .await;
     let Response::Status(status) = agent
@@ -228,7 +216,7 @@ async fn a_commanded_stop_never_counts_as_flapping() {
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Reap { .. }))
         .all(|e| matches!(e.kind, EventKind::Reap { expected: true, .. })));
-    assert_eq!(state_of(&agent, "many").await, WatcherState::Active);
+    assert_eq!(agent.state("many").await, WatcherState::Active);
     assert_eq!(agent.pids("many").await.len(), 4);
 }
 
@@ -300,7 +288,7 @@ async fn a_slow_stop_never_blocks_other_commands() {
     let stopping = stop_in_background(agent.control.clone(), "slow");
     // While the slow stop is in progress, status and commands on another watcher answer at once.
     wait_for("slow to be stopping", DEADLINE, || async {
-        state_of(&agent, "slow").await == WatcherState::Stopping
+        agent.state("slow").await == WatcherState::Stopping
     })
     .await;
     let t = Instant::now();
@@ -322,9 +310,9 @@ async fn a_slow_stop_never_blocks_other_commands() {
         took < Duration::from_secs(1),
         "commands waited {took:?} behind a graceful stop"
     );
-    assert_eq!(state_of(&agent, "slow").await, WatcherState::Stopping);
+    assert_eq!(agent.state("slow").await, WatcherState::Stopping);
     stopping.join().expect("the stop thread panicked");
-    assert_eq!(state_of(&agent, "slow").await, WatcherState::Stopped);
+    assert_eq!(agent.state("slow").await, WatcherState::Stopped);
 }
 
 /// Runs `stop NAME` on its own thread and runtime, so that the test can go on.

@@ -12,18 +12,6 @@ use ringmaster_tests::{
     bin_path, pid_alive, terminate, wait_for, wait_for_blocking, TestAgent, DEADLINE,
 };
 
-async fn state_of(agent: &TestAgent, name: &str) -> WatcherState {
-    match agent
-        .call(Command::Status {
-            name: Some(name.into()),
-        })
-        .await
-    {
-        Response::Status(list) => list[0].state,
-        other => panic!("unexpected status reply {other:?}"),
-    }
-}
-
 /// Pids of the processes of `name` that are running (not being stopped).
 async fn running(agent: &TestAgent, name: &str) -> Vec<u32> {
     match agent
@@ -126,7 +114,7 @@ async fn max_age_replaces_processes_without_dropping_below_numprocesses() {
         now.len() >= 2 && now.iter().all(|pid| !originals.contains(pid))
     })
     .await;
-    assert_eq!(state_of(&agent, "web").await, WatcherState::Active);
+    assert_eq!(agent.state("web").await, WatcherState::Active);
 }
 
 #[tokio::test]
@@ -179,12 +167,12 @@ async fn without_respawn_the_watcher_stops_when_its_last_process_is_gone() {
         )
         .await;
     assert_eq!(agent.pids("once").await, vec![pids[1]], "not replaced");
-    assert_eq!(state_of(&agent, "once").await, WatcherState::Active);
+    assert_eq!(agent.state("once").await, WatcherState::Active);
     kill9(pids[1]);
     events
         .wait("stop", DEADLINE, |e| matches!(e.kind, EventKind::Stop {}))
         .await;
-    assert_eq!(state_of(&agent, "once").await, WatcherState::Stopped);
+    assert_eq!(agent.state("once").await, WatcherState::Stopped);
     assert!(agent.pids("once").await.is_empty());
     assert!(
         !events
@@ -395,7 +383,7 @@ async fn on_demand_spawns_on_the_first_connection() {
          \n[watchers.lazy]\ncmd = \"sleep 1000\"\nnumprocesses = 2\non_demand = true\nuse_sockets = true\n",
     );
     wait_for("the watcher waiting", DEADLINE, || async {
-        state_of(&agent, "lazy").await == WatcherState::Waiting
+        agent.state("lazy").await == WatcherState::Waiting
     })
     .await;
     assert!(
@@ -415,14 +403,14 @@ async fn on_demand_spawns_on_the_first_connection() {
     events
         .wait("start", DEADLINE, |e| matches!(e.kind, EventKind::Start {}))
         .await;
-    assert_eq!(state_of(&agent, "lazy").await, WatcherState::Active);
+    assert_eq!(agent.state("lazy").await, WatcherState::Active);
     // A stop ends it; the socket stays with the agent.
     agent
         .call(Command::Stop {
             name: Some("lazy".into()),
         })
         .await;
-    assert_eq!(state_of(&agent, "lazy").await, WatcherState::Stopped);
+    assert_eq!(agent.state("lazy").await, WatcherState::Stopped);
     assert_eq!(port_of(&agent, "web").await, port);
 }
 
@@ -448,7 +436,7 @@ async fn on_demand_without_a_socket_is_refused_with_what_to_do() {
         "{}",
         error.message
     );
-    assert_eq!(state_of(&agent, "lazy").await, WatcherState::Stopped);
+    assert_eq!(agent.state("lazy").await, WatcherState::Stopped);
 }
 
 #[tokio::test]
@@ -461,7 +449,7 @@ async fn a_waiting_watcher_follows_its_socket_through_reloadconfig() {
     };
     let agent = TestAgent::start("demand3", &body(0));
     wait_for("the watcher waiting", DEADLINE, || async {
-        state_of(&agent, "lazy").await == WatcherState::Waiting
+        agent.state("lazy").await == WatcherState::Waiting
     })
     .await;
     let old = port_of(&agent, "web").await;
@@ -472,12 +460,12 @@ async fn a_waiting_watcher_follows_its_socket_through_reloadconfig() {
     agent.rewrite_config(&body(new));
     agent.call(Command::ReloadConfig {}).await;
     assert_eq!(port_of(&agent, "web").await, new);
-    assert_eq!(state_of(&agent, "lazy").await, WatcherState::Waiting);
+    assert_eq!(agent.state("lazy").await, WatcherState::Waiting);
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", old)).is_err(),
         "the old socket is closed: no duplicate kept it listening"
     );
     let _client = std::net::TcpStream::connect(("127.0.0.1", new)).unwrap();
     agent.wait_pids("lazy", 1).await;
-    assert_eq!(state_of(&agent, "lazy").await, WatcherState::Active);
+    assert_eq!(agent.state("lazy").await, WatcherState::Active);
 }
