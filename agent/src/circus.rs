@@ -46,6 +46,7 @@ use ringmaster_protocol::{
 use serde_json::{Map, Number, Value};
 use tracing::{debug, warn};
 
+use crate::fnmatch::fnmatch;
 use crate::supervisor::Agent;
 
 /// The body of a successful reply, besides `status`, `time` and `id`.
@@ -652,120 +653,10 @@ pub fn resolve_name(names: &[String], given: &str) -> Result<String, CircusError
     }
 }
 
-/// True when `name` matches the shell glob `pattern` (`*`, `?`, `[abc]`, `[a-z]`,
-/// `[!abc]`), ignoring case, as Circus's `fnmatch` matching does. Runs in time
-/// proportional to the product of the lengths, whatever the pattern.
+/// True when `name` matches the shell glob `pattern`, ignoring case, as Circus's
+/// `fnmatch` matching of watcher names does.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let tokens = glob_tokens(&pattern.to_lowercase());
-    let name: Vec<char> = name.to_lowercase().chars().collect();
-    let (mut t, mut n) = (0, 0);
-    // Where the last `*` was, and how much of the name it has taken so far.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match tokens.get(t) {
-            Some(GlobToken::Star) => {
-                star = Some((t, n));
-                t += 1;
-            }
-            Some(token) if token.matches(name[n]) => {
-                t += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((star_at, taken)) => {
-                    t = star_at + 1;
-                    n = taken + 1;
-                    star = Some((star_at, taken + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    tokens[t..].iter().all(|token| *token == GlobToken::Star)
-}
-
-/// One element of a glob.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum GlobToken {
-    /// `*`: any run of characters.
-    Star,
-    /// `?`: any one character.
-    Any,
-    /// `[...]` / `[!...]`: one character of (or not of) the class.
-    Class { negated: bool, items: Vec<char> },
-    /// Itself.
-    Char(char),
-}
-
-impl GlobToken {
-    fn matches(&self, c: char) -> bool {
-        match self {
-            GlobToken::Star | GlobToken::Any => true,
-            GlobToken::Char(p) => *p == c,
-            GlobToken::Class { negated, items } => {
-                let mut found = false;
-                let mut i = 0;
-                while i < items.len() {
-                    if i + 2 < items.len() && items[i + 1] == '-' {
-                        found |= items[i] <= c && c <= items[i + 2];
-                        i += 3;
-                    } else {
-                        found |= items[i] == c;
-                        i += 1;
-                    }
-                }
-                found != *negated
-            }
-        }
-    }
-}
-
-fn glob_tokens(pattern: &str) -> Vec<GlobToken> {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut tokens = Vec::with_capacity(chars.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let token = match chars[i] {
-            '*' => GlobToken::Star,
-            '?' => GlobToken::Any,
-            '[' => match class_end(&chars[i..]) {
-                Some(end) => {
-                    let mut items = &chars[i + 1..i + end];
-                    let negated = items.first() == Some(&'!');
-                    if negated {
-                        items = &items[1..];
-                    }
-                    i += end;
-                    GlobToken::Class {
-                        negated,
-                        items: items.to_vec(),
-                    }
-                }
-                // An unclosed `[` is an ordinary character.
-                None => GlobToken::Char('['),
-            },
-            c => GlobToken::Char(c),
-        };
-        // Consecutive stars are one star.
-        if !(token == GlobToken::Star && tokens.last() == Some(&GlobToken::Star)) {
-            tokens.push(token);
-        }
-        i += 1;
-    }
-    tokens
-}
-
-/// Index of the `]` closing the class that starts at `pattern[0]`.
-fn class_end(pattern: &[char]) -> Option<usize> {
-    let mut i = 1;
-    if pattern.get(i) == Some(&'!') {
-        i += 1;
-    }
-    // A `]` right after `[` or `[!` is part of the class.
-    if pattern.get(i) == Some(&']') {
-        i += 1;
-    }
-    (i..pattern.len()).find(|&j| pattern[j] == ']')
+    fnmatch(&pattern.to_lowercase(), &name.to_lowercase())
 }
 
 /// Which watchers a `start`, `stop` or `restart` applies to.

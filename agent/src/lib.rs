@@ -17,6 +17,7 @@ pub mod circus;
 pub mod circus_ini;
 pub mod config;
 pub mod exec;
+pub mod fnmatch;
 pub mod hooks;
 pub mod nodeinfo;
 pub mod notify;

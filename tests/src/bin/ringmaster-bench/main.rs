@@ -1068,3 +1068,17 @@ fn format_mib(bytes: u64) -> String {
 fn progress(what: &str) {
     eprintln!("... {what}");
 }
+
+/// Times one `status` round trip (phases 8 and 9).
+pub(crate) async fn time_status(client: &mut Client) -> Result<Duration> {
+    let started = Instant::now();
+    let reply = client
+        .call(Command::Status { name: None })
+        .await
+        .with_context(|| format!("status request to {}", client.endpoint()))?;
+    let took = started.elapsed();
+    if !matches!(reply, Response::Status(_)) {
+        bail!("unexpected reply to status: {reply:?}");
+    }
+    Ok(took)
+}

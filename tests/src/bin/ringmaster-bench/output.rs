@@ -15,7 +15,7 @@ use ringmaster_protocol::transport::Client;
 use ringmaster_protocol::{Command, Response};
 use ringmaster_tests::TestAgent;
 
-use crate::{cpu_seconds, format_duration, progress, Report, Stats};
+use crate::{cpu_seconds, format_duration, progress, time_status, Report, Stats};
 
 /// The flood written to a rotated file.
 const FILE_FLOOD: &str = "flood-file";
@@ -173,17 +173,4 @@ async fn logs(client: &mut Client, name: &str) -> Result<LogReport> {
 /// Lines the agent has read from `name`'s stdout so far.
 async fn lines_read(client: &mut Client, name: &str) -> Result<u64> {
     Ok(logs(client, name).await?.next.stdout)
-}
-
-async fn time_status(client: &mut Client) -> Result<Duration> {
-    let started = Instant::now();
-    let reply = client
-        .call(Command::Status { name: None })
-        .await
-        .with_context(|| format!("status request to {}", client.endpoint()))?;
-    let took = started.elapsed();
-    if !matches!(reply, Response::Status(_)) {
-        bail!("unexpected reply to status: {reply:?}");
-    }
-    Ok(took)
 }

@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ringmaster_protocol::transport::Client;
 use ringmaster_protocol::{Command, Response};
 use ringmaster_tests::TestAgent;
 
-use crate::{format_duration, progress, sleep_watcher, Report, Stats};
+use crate::{format_duration, progress, sleep_watcher, time_status, Report, Stats};
 
 /// Processes each agent supervises (the size of the `status` reply).
 const PROCESSES: u32 = 100;
@@ -80,19 +80,6 @@ pub async fn sealing_phase(requests: u32, report: &mut Report) -> Result<()> {
         p99_ratio <= 1.5,
     );
     Ok(())
-}
-
-async fn time_status(client: &mut Client) -> Result<Duration> {
-    let started = Instant::now();
-    let reply = client
-        .call(Command::Status { name: None })
-        .await
-        .with_context(|| format!("status request to {}", client.endpoint()))?;
-    let took = started.elapsed();
-    if !matches!(reply, Response::Status(_)) {
-        bail!("unexpected reply to status: {reply:?}");
-    }
-    Ok(took)
 }
 
 /// Waits (with a deadline) until the agent runs all of its processes.
