@@ -476,14 +476,9 @@ async fn a_hung_hook_is_killed_at_its_timeout_while_the_agent_answers() {
     let pid_file = agent.dir().join("hook.pid");
     wait_for("the hook to run", DEADLINE, || async { pid_file.exists() }).await;
     let hook_pid: u32 = wait_for_pid(&pid_file).await;
-    // The agent answers while the hook runs.
-    let asked = Instant::now();
+    // The agent answers while the hook runs: had the status waited for the hook, it
+    // would find the start failed and the watcher stopped.
     assert_eq!(agent.state("web").await, WatcherState::Starting);
-    assert!(
-        asked.elapsed() < Duration::from_secs(1),
-        "status took {:?} while a hook ran",
-        asked.elapsed()
-    );
     let error = match starting.await.unwrap() {
         Err(ClientError::Remote(reply)) => reply,
         other => panic!("expected an error reply, got {other:?}"),

@@ -279,7 +279,7 @@ async fn graceful_stop_escalates_to_sigkill_after_the_timeout() {
 async fn a_slow_stop_never_blocks_other_commands() {
     let agent = TestAgent::start(
         "nolock",
-        "\n[watchers.slow]\ncmd = \"sh -c 'trap \\\"\\\" TERM; sleep 1000 & wait'\"\ngraceful_timeout = 3\n\n[watchers.fast]\ncmd = \"sleep 1000\"\n",
+        "\n[watchers.slow]\ncmd = \"sh -c 'trap \\\"\\\" TERM; sleep 1000 & wait'\"\ngraceful_timeout = 5\n\n[watchers.fast]\ncmd = \"sleep 1000\"\n",
     );
     wait_for("both running", DEADLINE, || async {
         agent.pids("slow").await.len() == 1 && agent.pids("fast").await.len() == 1
@@ -306,8 +306,11 @@ async fn a_slow_stop_never_blocks_other_commands() {
         })
         .await;
     let took = t.elapsed();
+    // Behind the stop they would have waited the whole graceful_timeout (5 s); the
+    // margin below is for a loaded machine, and `slow` still stopping afterwards is
+    // the proof that they did not wait.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_millis(2500),
         "commands waited {took:?} behind a graceful stop"
     );
     assert_eq!(agent.state("slow").await, WatcherState::Stopping);
@@ -439,31 +442,44 @@ async fn repeated_crashes_of_a_slot_back_off_exponentially() {
         "backoff",
         "\n[watchers.crashy]\ncmd = \"sh -c 'exit 3'\"\ncheck_flapping = false\nbackoff_initial = 0.1\nautostart = false\n",
     );
-    let mut events = agent.events("event.backoff.crashy.spawn").await;
+    let mut events = agent.events("event.backoff.crashy.").await;
     let _ = agent
         .client()
         .call(Command::Start {
             name: Some("crashy".into()),
         })
         .await;
-    let mut spawned_at = Vec::new();
-    for _ in 0..6 {
-        events
-            .wait("a respawn", DEADLINE, |e| {
-                matches!(e.kind, EventKind::Spawn { .. })
+    // The delay before each respawn, from the exit the agent reaped to the spawn
+    // that replaced it, both as stamped by the agent: the time this test takes to
+    // read the events, and the time `sh` takes to start, do not count.
+    let mut reaped_at = None;
+    let mut gaps = Vec::new();
+    while gaps.len() < 5 {
+        let event = events
+            .wait("a reap or a respawn", DEADLINE, |e| {
+                matches!(e.kind, EventKind::Spawn { .. } | EventKind::Reap { .. })
             })
             .await;
-        spawned_at.push(Instant::now());
+        match event.kind {
+            EventKind::Reap { .. } => reaped_at = Some(event.time),
+            EventKind::Spawn { .. } => {
+                if let Some(reaped) = reaped_at.take() {
+                    gaps.push(Duration::from_secs_f64((event.time - reaped).max(0.0)));
+                }
+            }
+            _ => unreachable!(),
+        }
     }
-    let gaps: Vec<Duration> = spawned_at.windows(2).map(|w| w[1] - w[0]).collect();
-    // Delays: 0, then 0.1, 0.2, 0.4, 0.8 s, each less up to 20% jitter.
+    // Delays: 0, then 0.1, 0.2, 0.4, 0.8 s, each less up to 20% jitter. The lower
+    // bounds are exact (a timer never fires early); the upper ones leave room for a
+    // loaded machine.
     assert!(
-        gaps[0] < Duration::from_millis(90),
+        gaps[0] < Duration::from_millis(80),
         "first respawn is immediate: {gaps:?}"
     );
     for (gap, nominal) in gaps[1..].iter().zip([0.1, 0.2, 0.4, 0.8]) {
         let low = Duration::from_secs_f64(nominal * 0.8 - 0.005);
-        let high = Duration::from_secs_f64(nominal + 0.5);
+        let high = Duration::from_secs_f64(nominal + 1.0);
         assert!(
             *gap >= low && *gap < high,
             "gap {gap:?} for a nominal {nominal}s backoff: {gaps:?}"
