@@ -12,10 +12,12 @@
 //!   (`stat.`, `event.` and `log.`), connecting with a short timeout and retrying
 //!   with a backoff (100 ms, doubling, capped at 2 s) while the node is away. Each
 //!   receive waits at most `stale_after` × the node's stats interval: when nothing
-//!   came in that time, the task tells the main task the node is silent, drops its
-//!   subscriber and connects afresh. That is what copes with half-open TCP
-//!   connections and with agents that restart (a zmq.rs SUB would reconnect by
-//!   itself only with a backoff of up to 30 s).
+//!   came in that time, the task tells the main task the node is silent and
+//!   connects afresh. That is what copes with half-open TCP connections and with
+//!   agents that restart (a zmq.rs SUB would reconnect by itself only with a
+//!   backoff of up to 30 s). The old subscriber is read until the fresh one is
+//!   subscribed (make before break), and the copies of what both received are
+//!   dropped, so a node that was only slow loses nothing and repeats nothing.
 //! - **The main task** owns the [`Publisher`] and republishes every message exactly
 //!   as it came (topic and body), as soon as it comes: nothing is batched, so the
 //!   relay adds no delay beyond a channel hop. It keeps a [`PoolTracker`]: when each
@@ -36,7 +38,7 @@
 //! Everything runs on the caller's `current_thread` tokio runtime (zmq.rs sockets
 //! must not live on the multi-thread one).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -724,60 +726,218 @@ async fn follow_node(
     limit: SilenceLimit,
     reports: mpsc::Sender<Report>,
 ) {
-    let mut backoff = BACKOFF_START;
+    let mut handover = Handover::default();
+    let Some(mut subscriber) = connect(&node, &reports).await else {
+        return;
+    };
     loop {
-        let mut subscriber =
-            match Subscriber::connect(&node.pubsub, &SUBSCRIBED_PREFIXES, CONNECT_TIMEOUT).await {
-                Ok(subscriber) => {
-                    let subscriber = subscriber.with_keys(node.keys.clone());
-                    debug!(node = %node.name, "subscribed to {}", node.pubsub);
-                    backoff = BACKOFF_START;
-                    subscriber
-                }
-                Err(e) => {
-                    debug!(node = %node.name, "{e}; retrying in {}ms", backoff.as_millis());
-                    tokio::time::sleep(backoff).await;
-                    backoff = backoff.saturating_mul(2).min(BACKOFF_MAX);
+        let wait = limit.get();
+        match tokio::time::timeout(wait, subscriber.recv()).await {
+            Ok(Ok((topic, body))) => {
+                if handover.is_copy(&topic, &body) {
                     continue;
                 }
-            };
-        loop {
-            let wait = limit.get();
-            match tokio::time::timeout(wait, subscriber.recv()).await {
-                Ok(Ok((topic, body))) => {
-                    let message = Report::Message(Relayed {
-                        node: index,
-                        topic,
-                        body,
-                    });
-                    if reports.send(message).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Err(e @ TransportError::Refused { .. })) => {
-                    warn!(node = %node.name, "{e}");
-                }
-                Ok(Err(e)) => {
-                    debug!(node = %node.name, "receive failed: {e}; reconnecting");
-                    tokio::time::sleep(BACKOFF_START).await;
-                    break;
-                }
-                Err(_) => {
-                    let silent = Report::Silent {
-                        node: index,
-                        after: wait,
-                    };
-                    if reports.send(silent).await.is_err() {
-                        return;
-                    }
-                    break;
+                if reports.send(relayed(index, topic, body)).await.is_err() {
+                    return;
                 }
             }
+            Ok(Err(e @ TransportError::Refused { .. })) => {
+                warn!(node = %node.name, "{e}");
+            }
+            Ok(Err(e)) => {
+                debug!(node = %node.name, "receive failed: {e}; reconnecting");
+                drop(subscriber);
+                tokio::time::sleep(BACKOFF_START).await;
+                subscriber = match connect(&node, &reports).await {
+                    Some(fresh) => fresh,
+                    None => return,
+                };
+            }
+            Err(_) => {
+                let silent = Report::Silent {
+                    node: index,
+                    after: wait,
+                };
+                if reports.send(silent).await.is_err() {
+                    return;
+                }
+                // A fresh connection is what gets past a half-open TCP connection
+                // or an agent that restarted; the old one is read until the fresh
+                // one is subscribed, so a node that was only slow loses nothing.
+                let replaced = replace(index, &node, subscriber, wait, &reports, &mut handover);
+                subscriber = match replaced.await {
+                    Some(fresh) => fresh,
+                    None => return,
+                };
+            }
         }
-        // Dropped, not kept: a fresh connection is what gets past a half-open TCP
-        // connection or an agent that restarted.
-        drop(subscriber);
     }
+}
+
+/// Connects to `node`, retrying with a backoff until it answers. `None` when the
+/// main task is gone.
+async fn connect(node: &NodeSpec, reports: &mpsc::Sender<Report>) -> Option<Subscriber> {
+    let mut backoff = BACKOFF_START;
+    while !reports.is_closed() {
+        match Subscriber::connect(&node.pubsub, &SUBSCRIBED_PREFIXES, CONNECT_TIMEOUT).await {
+            Ok(subscriber) => {
+                debug!(node = %node.name, "subscribed to {}", node.pubsub);
+                return Some(subscriber.with_keys(node.keys.clone()));
+            }
+            Err(e) => {
+                debug!(node = %node.name, "{e}; retrying in {}ms", backoff.as_millis());
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    None
+}
+
+/// Connects a fresh subscriber to `node` while `old` is still read and forwarded,
+/// and drops `old` once the fresh one has proved its subscription (make before
+/// break). What `old` delivered meanwhile is remembered in `handover`, so that its
+/// copies on the fresh subscriber are dropped. `None` when the main task is gone.
+///
+/// A PUB socket registers a subscription when it reads it, some time after the
+/// subscriber connected, and says nothing: the first message on the fresh
+/// subscriber is the proof. When none comes within `wait` (the node is silent or
+/// gone), the fresh subscriber is kept anyway.
+async fn replace(
+    index: usize,
+    node: &NodeSpec,
+    mut old: Subscriber,
+    wait: Duration,
+    reports: &mpsc::Sender<Report>,
+    handover: &mut Handover,
+) -> Option<Subscriber> {
+    handover.begin();
+    let mut old_alive = true;
+    let mut fresh = {
+        let fresh = connect(node, reports);
+        tokio::pin!(fresh);
+        loop {
+            tokio::select! {
+                fresh = &mut fresh => break fresh?,
+                received = old.recv(), if old_alive => match received {
+                    Ok((topic, body)) => {
+                        handover.remember(&topic, &body);
+                        reports.send(relayed(index, topic, body)).await.ok()?;
+                    }
+                    Err(TransportError::Refused { .. }) => {}
+                    Err(_) => old_alive = false,
+                },
+            }
+        }
+    };
+    let proof = tokio::time::sleep(wait);
+    tokio::pin!(proof);
+    let first = loop {
+        tokio::select! {
+            received = fresh.recv() => break Some(received),
+            received = old.recv(), if old_alive => match received {
+                Ok((topic, body)) => {
+                    handover.remember(&topic, &body);
+                    reports.send(relayed(index, topic, body)).await.ok()?;
+                }
+                Err(TransportError::Refused { .. }) => {}
+                Err(_) => old_alive = false,
+            },
+            () = &mut proof => break None,
+        }
+    };
+    // What already reached the old subscriber goes on too, before it is dropped,
+    // and only then the fresh subscriber's first message, unless it is a copy.
+    while old_alive && drain_one(&mut old, handover, index, reports).await? {}
+    drop(old);
+    match first {
+        Some(Ok((topic, body))) if !handover.is_copy(&topic, &body) => {
+            reports.send(relayed(index, topic, body)).await.ok()?;
+        }
+        Some(Ok(_)) | None => {}
+        Some(Err(e @ TransportError::Refused { .. })) => warn!(node = %node.name, "{e}"),
+        Some(Err(e)) => debug!(node = %node.name, "receive failed: {e}"),
+    }
+    Some(fresh)
+}
+
+/// Forwards one message the old subscriber already holds. `Some(false)` when it
+/// holds none, `None` when the main task is gone.
+async fn drain_one(
+    old: &mut Subscriber,
+    handover: &mut Handover,
+    index: usize,
+    reports: &mpsc::Sender<Report>,
+) -> Option<bool> {
+    match tokio::time::timeout(Duration::ZERO, old.recv()).await {
+        Ok(Ok((topic, body))) => {
+            handover.remember(&topic, &body);
+            reports.send(relayed(index, topic, body)).await.ok()?;
+            Some(true)
+        }
+        Ok(Err(TransportError::Refused { .. })) => Some(true),
+        Ok(Err(_)) | Err(_) => Some(false),
+    }
+}
+
+fn relayed(node: usize, topic: String, body: Bytes) -> Report {
+    Report::Message(Relayed { node, topic, body })
+}
+
+/// How many forwarded messages a node's task remembers while it replaces its
+/// subscription.
+const HANDOVER_MEMORY: usize = 4096;
+
+/// The messages an old subscription delivered while a fresh one was connecting.
+///
+/// The fresh subscription first receives copies of those published after it
+/// subscribed, in the order they were published, and then only new ones: copies
+/// are dropped, and the memory is cleared at the first message that is new.
+#[derive(Debug, Default)]
+struct Handover {
+    delivered: VecDeque<u64>,
+}
+
+impl Handover {
+    fn begin(&mut self) {
+        self.delivered.clear();
+    }
+
+    fn remember(&mut self, topic: &str, body: &[u8]) {
+        if self.delivered.len() == HANDOVER_MEMORY {
+            self.delivered.pop_front();
+        }
+        self.delivered.push_back(digest(topic, body));
+    }
+
+    /// True when this message was already delivered by the old subscription.
+    fn is_copy(&mut self, topic: &str, body: &[u8]) -> bool {
+        if self.delivered.is_empty() {
+            return false;
+        }
+        let digest = digest(topic, body);
+        match self.delivered.iter().position(|d| *d == digest) {
+            Some(at) => {
+                // Earlier ones were published before the fresh subscription.
+                self.delivered.drain(..=at);
+                true
+            }
+            None => {
+                self.delivered.clear();
+                false
+            }
+        }
+    }
+}
+
+/// A 64-bit digest of a message. Every agent message carries its own sequence
+/// number and time, so equal digests mean the same message.
+fn digest(topic: &str, body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut hasher);
+    body.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Asks a node that came back which watchers it has, and tells the main task.
@@ -1084,5 +1244,36 @@ mod tests {
             !dir.path().join("meta.pub").exists(),
             "the relay's socket file is removed when it stops"
         );
+    }
+
+    #[test]
+    fn a_handover_drops_the_copies_and_only_them() {
+        let mut handover = Handover::default();
+        assert!(!handover.is_copy("event.a", b"1"), "nothing remembered yet");
+        handover.begin();
+        for body in [b"1", b"2", b"3", b"4"] {
+            handover.remember("event.a", body);
+        }
+        // The fresh subscription started between 2 and 3: it sees 3, 4, then 5.
+        assert!(handover.is_copy("event.a", b"3"));
+        assert!(handover.is_copy("event.a", b"4"));
+        assert!(!handover.is_copy("event.a", b"5"));
+        // Once a new message came, nothing is dropped any more.
+        assert!(!handover.is_copy("event.a", b"1"));
+        assert!(!handover.is_copy("event.a", b"4"));
+    }
+
+    #[test]
+    fn a_handover_tells_topics_apart_and_forgets_the_oldest() {
+        let mut handover = Handover::default();
+        handover.begin();
+        handover.remember("event.a", b"x");
+        assert!(!handover.is_copy("event.b", b"x"), "same body, other topic");
+        handover.begin();
+        for i in 0..=HANDOVER_MEMORY {
+            handover.remember("log.a", i.to_string().as_bytes());
+        }
+        assert_eq!(handover.delivered.len(), HANDOVER_MEMORY);
+        assert!(!handover.is_copy("log.a", b"0"), "the oldest was forgotten");
     }
 }

@@ -1,6 +1,7 @@
 //! `nodemeta` against a pool of real agents: relayed stats and events (bodies
 //! unchanged), `stat.pool` totals, a killed agent going stale and coming back, and a
-//! node that is down when nodemeta starts.
+//! node that is down when nodemeta starts, and a node whose silences make nodemeta
+//! reconnect while it publishes.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -44,6 +45,11 @@ struct NodeMeta {
 impl NodeMeta {
     /// Starts `nodemeta` for `pool`, publishing on an ipc endpoint in the pool's dir.
     fn start(pool: &TestPool) -> NodeMeta {
+        NodeMeta::start_with(pool, &["--interval", "0.2"])
+    }
+
+    /// Starts `nodemeta` for `pool` with `args` (and `-v`).
+    fn start_with(pool: &TestPool, args: &[&str]) -> NodeMeta {
         let endpoint = format!("ipc://{}/meta.pub", pool.dir().display());
         let log = pool.dir().join("nodemeta.log");
         let stderr = std::fs::File::create(&log)
@@ -52,7 +58,8 @@ impl NodeMeta {
             .arg("--pools")
             .arg(pool.pools_file())
             .args(["--pool", &pool.name, "--pubsub", &endpoint])
-            .args(["--interval", "0.2", "-v"])
+            .args(args)
+            .arg("-v")
             .env_remove("RINGMASTER_POOLS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -416,4 +423,78 @@ async fn nodectl_listen_follows_nodemeta_and_prints_pool_totals() {
         assert!(topic.starts_with("stat.r-b.w"), "{line}");
         assert_eq!(value["stat"]["node"], "r-b", "{line}");
     }
+}
+
+/// How many times nodemeta's log says it reconnected to a silent node.
+fn silences(log: &str) -> usize {
+    log.matches("nothing received for").count()
+}
+
+#[tokio::test]
+async fn reconnecting_to_a_silent_node_loses_and_repeats_no_event() {
+    // Without stats the agent is silent between events, and after 0.2 s of silence
+    // nodemeta connects afresh: every event below is published right as that starts.
+    const ROUNDS: usize = 12;
+    let pool = TestPool::start(
+        "q",
+        &[NodeDef {
+            name: "q-a",
+            labels: "",
+        }],
+        "stats_interval = 0",
+        "[watchers.w]\ncmd = \"sleep 1000\"\nnumprocesses = 0\n",
+    );
+    let mut meta = NodeMeta::start_with(&pool, &["--interval", "0.2", "--stale-after", "1"]);
+    let mut sub = meta.subscribe(&["event.q-a."]).await;
+    let codec = Codec::default();
+    let mut seqs = Vec::new();
+    let mut client = pool.agent("q-a").client();
+    for round in 0..ROUNDS {
+        let before = silences(&meta.log());
+        let deadline = Instant::now() + DEADLINE;
+        while silences(&meta.log()) == before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: nodemeta did not notice 0.2 s of silence within {DEADLINE:?}:\n{}",
+                meta.log()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await; // a poll interval
+        }
+        let command = if round % 2 == 0 {
+            Cmd::Incr {
+                name: "w".into(),
+                nb: 1,
+            }
+        } else {
+            Cmd::Decr {
+                name: "w".into(),
+                nb: 1,
+            }
+        };
+        client
+            .call(command)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        // An incr publishes a spawn; a decr a kill and then a reap.
+        let last = if round % 2 == 0 { "spawn" } else { "reap" };
+        let event = next_where(&mut sub, |topic, body| {
+            let event: Event = codec.decode(body).unwrap();
+            seqs.push(event.seq);
+            topic.ends_with(last).then_some(event)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "round {round}: {e} waiting for a {last} through nodemeta (seqs so far {seqs:?}):\n{}",
+                meta.log()
+            )
+        });
+        assert_eq!(event.node, "q-a");
+    }
+    let expected: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
+    assert_eq!(
+        seqs, expected,
+        "every event relayed once and in order across {ROUNDS} reconnections"
+    );
+    assert!(silences(&meta.log()) >= ROUNDS);
 }
