@@ -173,36 +173,67 @@ async fn print_until(
         let Some(message) = message else {
             return ExitCode::SUCCESS;
         };
-        let line = if json {
-            json_line(&message)
+        let lines = if json {
+            json_lines(&message)
         } else {
-            human_line(&message)
+            human_lines(&message)
         };
         let mut out = std::io::stdout().lock();
-        // A closed pipe (`| head`) ends the listener quietly.
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            return ExitCode::SUCCESS;
-        }
-        seen += 1;
-        if count.is_some_and(|n| seen >= n) {
-            return ExitCode::SUCCESS;
+        for line in lines {
+            // A closed pipe (`| head`) ends the listener quietly.
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                return ExitCode::SUCCESS;
+            }
+            seen += 1;
+            if count.is_some_and(|n| seen >= n) {
+                return ExitCode::SUCCESS;
+            }
         }
     }
 }
 
-fn json_line(message: &Published) -> String {
-    let value = match message {
-        Published::Event(e) => serde_json::json!({ "topic": e.topic(), "event": e }),
-        Published::Stat(s) => serde_json::json!({ "topic": s.topic(), "stat": s }),
-    };
-    value.to_string()
+/// One JSON object per event, statistic or output line.
+fn json_lines(message: &Published) -> Vec<String> {
+    match message {
+        Published::Event(e) => {
+            vec![serde_json::json!({ "topic": e.topic(), "event": e }).to_string()]
+        }
+        Published::Stat(s) => {
+            vec![serde_json::json!({ "topic": s.topic(), "stat": s }).to_string()]
+        }
+        Published::Log(batch) => {
+            let topic = batch.topic();
+            batch
+                .lines
+                .iter()
+                .map(|line| {
+                    serde_json::json!({
+                        "topic": topic,
+                        "node": batch.node,
+                        "watcher": batch.watcher,
+                        "line": line,
+                    })
+                    .to_string()
+                })
+                .collect()
+        }
+    }
 }
 
-/// One readable line per message: the topic, then the details.
-pub fn human_line(message: &Published) -> String {
+/// One readable line per event, statistic or output line: the topic, then the
+/// details.
+pub fn human_lines(message: &Published) -> Vec<String> {
     match message {
-        Published::Event(e) => format!("{} {}", e.topic(), event_details(e)),
-        Published::Stat(s) => format!("{} {}", s.topic(), stat_details(s)),
+        Published::Event(e) => vec![format!("{} {}", e.topic(), event_details(e))],
+        Published::Stat(s) => vec![format!("{} {}", s.topic(), stat_details(s))],
+        Published::Log(batch) => {
+            let topic = batch.topic();
+            batch
+                .lines
+                .iter()
+                .map(|l| format!("{topic} pid={} wid={} {}", l.pid, l.wid, l.text))
+                .collect()
+        }
     }
 }
 

@@ -362,16 +362,19 @@ nodectl --node web-3 logs -f worker")]
     /// within about a second of the next write; reopen makes it immediate, e.g.
     /// in logrotate's postrotate.
     Reopen,
-    /// Print events and statistics as they are published, until interrupted.
+    /// Print events, statistics and captured output lines as they are published,
+    /// until interrupted.
     ///
     /// Asks the agent where it publishes, then subscribes (on a pool: to every
     /// targeted node; with --pubsub: to those publish endpoints, e.g. a nodemeta
     /// relay). Prefixes filter by topic: `event.` (all events), `stat.NODE.WATCHER`,
-    /// `event.NODE.web.reap`, `stat.pool` (nodemeta's pool totals)...
+    /// `event.NODE.web.reap`, `log.NODE.web.stderr` (lines a captured stream
+    /// wrote), `stat.pool` (nodemeta's pool totals)...
     Listen {
         /// Topic prefixes (default: everything).
         prefixes: Vec<String>,
-        /// Stop after this many messages.
+        /// Stop after this many printed lines (one per event, statistic or output
+        /// line).
         #[arg(long, value_name = "N")]
         count: Option<u64>,
         /// Subscribe to this publish endpoint directly (repeatable), e.g. a

@@ -566,6 +566,8 @@ pub enum Published {
     Event(Event),
     /// `stat.*`
     Stat(crate::stats::Stat),
+    /// `log.*`: lines of one stream of one watcher.
+    Log(crate::logs::LogBatch),
 }
 
 /// A subscriber of one or more publish endpoints.
@@ -677,8 +679,9 @@ impl Subscriber {
         Ok(Bytes::from(opened.body))
     }
 
-    /// The next message, decoded: an event or statistics. Messages of other kinds
-    /// are skipped; a body that does not decode is an error naming its topic.
+    /// The next message, decoded: an event, statistics or a log line. Messages of
+    /// other kinds are skipped; a body that does not decode is an error naming its
+    /// topic.
     pub async fn recv_published(&mut self) -> Result<Published, TransportError> {
         loop {
             let (topic, body) = self.recv().await?;
@@ -686,6 +689,7 @@ impl Subscriber {
             let decoded = match kind {
                 crate::event::EVENT_PREFIX => self.codec.decode(&body).map(Published::Event),
                 crate::stats::STAT_PREFIX => self.codec.decode(&body).map(Published::Stat),
+                crate::logs::LOG_PREFIX => self.codec.decode(&body).map(Published::Log),
                 _ => continue,
             };
             return decoded.map_err(|e| TransportError::Codec(format!("{topic}: {e}")));

@@ -463,6 +463,7 @@ impl Model {
         let name = match message {
             Published::Stat(stat) => &stat.node,
             Published::Event(event) => &event.node,
+            Published::Log(batch) => &batch.node,
         };
         let created = !self.nodes.contains_key(name);
         let node = self
@@ -473,6 +474,8 @@ impl Model {
         let change = match message {
             Published::Stat(stat) => node.apply_stat(stat, now),
             Published::Event(event) => node.apply_event(event, now),
+            // nodetop does not subscribe to lines; one that comes says the node is up.
+            Published::Log(_) => Change::Values,
         };
         if created {
             Change::Structure

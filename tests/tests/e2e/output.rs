@@ -390,6 +390,31 @@ async fn captured_output_is_kept_shown_and_followed() {
     let out = agent.nodectl(&["logs", "nope"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no watcher named 'nope'"));
+
+    // `listen` prints the lines too, with the rest of what the agent publishes.
+    let listener = Background::start(&agent, &["listen", "log.capture.w.stdout"]);
+    let lines = listener.read_until("two lines from listen", |seen| seen.len() >= 2);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("log.capture.w.stdout pid=") && l.contains(" wid=1 tick ")),
+        "{lines:#?}"
+    );
+    let listener = Background::start(&agent, &["--json", "listen", "log."]);
+    let lines = listener.read_until("a JSON line from listen", |seen| !seen.is_empty());
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(line["node"], "capture", "{line}");
+    assert_eq!(line["watcher"], "w", "{line}");
+    assert!(
+        line["topic"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("log.capture.w.")),
+        "{line}"
+    );
+    assert!(
+        line["line"]["pid"].as_u64().is_some_and(|p| p > 0),
+        "{line}"
+    );
 }
 
 fn ticks_of(report: &LogReport) -> Vec<u64> {
