@@ -819,14 +819,9 @@ async fn replace(
         loop {
             tokio::select! {
                 fresh = &mut fresh => break fresh?,
-                received = old.recv(), if old_alive => match received {
-                    Ok((topic, body)) => {
-                        handover.remember(&topic, &body);
-                        reports.send(relayed(index, topic, body)).await.ok()?;
-                    }
-                    Err(TransportError::Refused { .. }) => {}
-                    Err(_) => old_alive = false,
-                },
+                received = old.recv(), if old_alive => {
+                    old_alive = pass_on_old(received, handover, index, reports).await?;
+                }
             }
         }
     };
@@ -835,20 +830,20 @@ async fn replace(
     let first = loop {
         tokio::select! {
             received = fresh.recv() => break Some(received),
-            received = old.recv(), if old_alive => match received {
-                Ok((topic, body)) => {
-                    handover.remember(&topic, &body);
-                    reports.send(relayed(index, topic, body)).await.ok()?;
-                }
-                Err(TransportError::Refused { .. }) => {}
-                Err(_) => old_alive = false,
-            },
+            received = old.recv(), if old_alive => {
+                old_alive = pass_on_old(received, handover, index, reports).await?;
+            }
             () = &mut proof => break None,
         }
     };
     // What already reached the old subscriber goes on too, before it is dropped,
     // and only then the fresh subscriber's first message, unless it is a copy.
-    while old_alive && drain_one(&mut old, handover, index, reports).await? {}
+    while old_alive {
+        match tokio::time::timeout(Duration::ZERO, old.recv()).await {
+            Ok(received) => old_alive = pass_on_old(received, handover, index, reports).await?,
+            Err(_) => break,
+        }
+    }
     drop(old);
     match first {
         Some(Ok((topic, body))) if !handover.is_copy(&topic, &body) => {
@@ -861,22 +856,23 @@ async fn replace(
     Some(fresh)
 }
 
-/// Forwards one message the old subscriber already holds. `Some(false)` when it
-/// holds none, `None` when the main task is gone.
-async fn drain_one(
-    old: &mut Subscriber,
+/// Forwards what the old subscriber received during a handover, and remembers it.
+/// Returns whether the old subscriber still works; `None` when the main task is
+/// gone.
+async fn pass_on_old(
+    received: Result<(String, Bytes), TransportError>,
     handover: &mut Handover,
     index: usize,
     reports: &mpsc::Sender<Report>,
 ) -> Option<bool> {
-    match tokio::time::timeout(Duration::ZERO, old.recv()).await {
-        Ok(Ok((topic, body))) => {
+    match received {
+        Ok((topic, body)) => {
             handover.remember(&topic, &body);
             reports.send(relayed(index, topic, body)).await.ok()?;
             Some(true)
         }
-        Ok(Err(TransportError::Refused { .. })) => Some(true),
-        Ok(Err(_)) | Err(_) => Some(false),
+        Err(TransportError::Refused { .. }) => Some(true),
+        Err(_) => Some(false),
     }
 }
 
