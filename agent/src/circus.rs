@@ -31,7 +31,6 @@
 //! already running" conflicts). An agent with keys never gets here: it refuses
 //! Circus frames in the gate, since they cannot be sealed.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::task::Poll;
@@ -43,9 +42,10 @@ use ringmaster_protocol::transport::{Incoming, Replier};
 use ringmaster_protocol::{
     Command, ErrorKind, ErrorReply, OptionMap, OptionValue, Response, Signal, MAX_FRAME_BYTES,
 };
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
+use crate::circus_shape::{self, float, option_to_json, process_info, UserNames};
 use crate::fnmatch::fnmatch;
 use crate::supervisor::Agent;
 
@@ -716,31 +716,6 @@ pub fn json_to_option(value: &Value) -> Option<OptionValue> {
     })
 }
 
-/// A watcher option value as JSON.
-pub fn option_to_json(value: &OptionValue) -> Value {
-    match value {
-        OptionValue::Bool(b) => Value::Bool(*b),
-        OptionValue::Int(i) => Value::from(*i),
-        OptionValue::Float(x) => float(*x),
-        OptionValue::Str(s) => Value::String(s.clone()),
-        OptionValue::List(items) => Value::Array(items.iter().map(option_to_json).collect()),
-        OptionValue::Table(map) => options_to_json(map),
-    }
-}
-
-fn options_to_json(options: &BTreeMap<String, OptionValue>) -> Value {
-    Value::Object(
-        options
-            .iter()
-            .map(|(k, v)| (k.clone(), option_to_json(v)))
-            .collect(),
-    )
-}
-
-fn float(x: f64) -> Value {
-    Number::from_f64(x).map_or(Value::Null, Value::Number)
-}
-
 /// The values of a Circus `set`, typed like the watcher's `current` options:
 /// `"3"` and `3` both set an integer option, `"true"` a boolean one, a signal
 /// number (circusctl sends `stop_signal` as a number) becomes its name.
@@ -925,87 +900,6 @@ pub fn global_options_payload(
         },
     };
     Ok(one("options", Value::Object(options)))
-}
-
-/// Bytes the way Circus shows memory: `"1.34M"`, `"512B"`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 8] = ["K", "M", "G", "T", "P", "E", "Z", "Y"];
-    let mut unit: Option<(f64, &str)> = None;
-    for (i, symbol) in UNITS.iter().enumerate() {
-        let size = 2f64.powi(10 * (i as i32 + 1));
-        if bytes as f64 >= size {
-            unit = Some((size, symbol));
-        }
-    }
-    match unit {
-        Some((size, symbol)) => format!("{:.2}{symbol}", bytes as f64 / size),
-        None => format!("{bytes}B"),
-    }
-}
-
-/// CPU time the way Circus shows it: minutes, seconds and hundredths, `"1:05.42"`.
-pub fn cpu_clock(seconds: f64) -> String {
-    let hundredths = (seconds.max(0.0) * 100.0).round() as u64;
-    format!(
-        "{}:{:02}.{:02}",
-        hundredths / 6000,
-        hundredths / 100 % 60,
-        hundredths % 100
-    )
-}
-
-/// One process's statistics in Circus's shape (`pid`, `cpu`, `mem`, `mem_info1`,
-/// `mem_info2`, `ctime`, `username`, `nice`, `cmdline`, `create_time`, `age`,
-/// `children`), plus `wid` and `started`. What the agent does not sample is
-/// `"N/A"`, as Circus writes it when it cannot read a value.
-pub fn process_info(stats: &ProcessStats, now: f64) -> Value {
-    let (nice, cmdline) = proc_details(stats.pid);
-    let started = now - stats.age;
-    let mut info = Map::new();
-    info.insert("pid".into(), stats.pid.into());
-    info.insert("wid".into(), stats.wid.into());
-    info.insert(
-        "cpu".into(),
-        float((f64::from(stats.cpu) * 10.0).round() / 10.0),
-    );
-    info.insert(
-        "mem".into(),
-        float((f64::from(stats.mem) * 1000.0).round() / 1000.0),
-    );
-    info.insert("mem_info1".into(), human_bytes(stats.rss).into());
-    info.insert("mem_info2".into(), "N/A".into());
-    info.insert("ctime".into(), cpu_clock(stats.cpu_time).into());
-    info.insert("username".into(), "N/A".into());
-    info.insert("nice".into(), nice);
-    info.insert("cmdline".into(), cmdline);
-    info.insert("create_time".into(), float(started));
-    info.insert("started".into(), float(started));
-    info.insert("age".into(), float(stats.age));
-    info.insert("children".into(), Value::Array(Vec::new()));
-    Value::Object(info)
-}
-
-/// The nice value and the program name (argv[0]'s last part) of `pid`, from
-/// `/proc` (`"N/A"` when it cannot be read).
-fn proc_details(pid: u32) -> (Value, Value) {
-    let nice = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // Fields after the ")" closing the name: state is the 1st, nice the 17th.
-            let rest = stat.rsplit_once(')')?.1.to_string();
-            rest.split_whitespace().nth(16)?.parse::<i64>().ok()
-        })
-        .map_or_else(|| Value::from("N/A"), Value::from);
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .ok()
-        .and_then(|raw| {
-            let argv0 = raw.split(|b| *b == 0).next()?;
-            let text = String::from_utf8_lossy(argv0);
-            let base = text.rsplit('/').next()?.to_string();
-            (!base.is_empty()).then_some(base)
-        })
-        .map_or_else(|| Value::from("N/A"), Value::from);
-    (nice, cmdline)
 }
 
 fn one(key: &str, value: Value) -> Payload {
@@ -1293,21 +1187,30 @@ async fn scale(
 }
 
 async fn get(agent: &Rc<Agent>, name: String, keys: Vec<String>) -> Result<Payload, CircusError> {
-    let name = resolve(agent, &name).await?;
-    let all = watcher_options(agent, &name).await?;
-    if let Some(missing) = keys
-        .iter()
-        .find(|k| !all.contains_key(*k) && k.as_str() != "working_dir")
-    {
-        return Err(CircusError::message(format!(
-            "{} option not found",
-            py_repr(missing)
-        )));
+    let mut all = circus_options(agent, &name).await?;
+    let mut picked = Map::new();
+    for key in keys {
+        match all.remove(&key) {
+            Some(value) => {
+                picked.insert(key, value);
+            }
+            None => {
+                return Err(CircusError::message(format!(
+                    "{} option not found",
+                    py_repr(&key)
+                )))
+            }
+        }
     }
-    match ask(agent, Command::Get { name, keys }).await? {
-        Response::Options(options) => Ok(one("options", options_to_json(&options))),
-        other => Err(unexpected("get", &other)),
-    }
+    Ok(one("options", Value::Object(picked)))
+}
+
+/// The options of the watcher `given` names, as circusd shows them.
+async fn circus_options(agent: &Rc<Agent>, given: &str) -> Result<Map<String, Value>, CircusError> {
+    let name = resolve(agent, given).await?;
+    let ours = watcher_options(agent, &name).await?;
+    let agent_dir = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    Ok(circus_shape::watcher_options(&ours, &agent_dir))
 }
 
 async fn stats(
@@ -1328,9 +1231,10 @@ async fn stats(
         other => return Err(unexpected("stats", &other)),
     };
     let now = now();
-    let info_of = |processes: &mut dyn Iterator<Item = &ProcessStats>| -> Map<String, Value> {
+    let mut users = UserNames::default();
+    let mut info_of = |processes: &mut dyn Iterator<Item = &ProcessStats>| -> Map<String, Value> {
         processes
-            .map(|p| (p.pid.to_string(), process_info(p, now)))
+            .map(|p| (p.pid.to_string(), process_info(p, now, &mut users)))
             .collect()
     };
     match (resolved, name, process) {
@@ -1346,7 +1250,10 @@ async fn stats(
                 )));
             };
             let mut payload = one("process", pid.into());
-            payload.insert("info".into(), process_info(found, now));
+            payload.insert(
+                "info".into(),
+                process_info(found, now, &mut UserNames::default()),
+            );
             Ok(payload)
         }
         (Some(_), Some(given), None) => {
@@ -1488,11 +1395,10 @@ async fn run(agent: &Rc<Agent>, call: Call, detached: bool) -> Result<Payload, C
             Response::Count(n) => Ok(one("numwatchers", n.into())),
             other => Err(unexpected("numwatchers", &other)),
         },
-        Call::Options { name } => {
-            let name = resolve(agent, &name).await?;
-            let options = watcher_options(agent, &name).await?;
-            Ok(one("options", options_to_json(&options)))
-        }
+        Call::Options { name } => Ok(one(
+            "options",
+            Value::Object(circus_options(agent, &name).await?),
+        )),
         Call::Get { name, keys } => get(agent, name, keys).await,
         Call::GlobalOptions { option } => {
             match ask(agent, Command::GlobalOptions { key: None }).await? {
@@ -1506,7 +1412,10 @@ async fn run(agent: &Rc<Agent>, call: Call, detached: bool) -> Result<Payload, C
         },
         Call::Stats { name, process } => stats(agent, name, process).await,
         Call::DStats => match ask(agent, Command::DStats {}).await? {
-            Response::DStats(own) => Ok(one("info", process_info(&own, now()))),
+            Response::DStats(own) => Ok(one(
+                "info",
+                process_info(&own, now(), &mut UserNames::default()),
+            )),
             other => Err(unexpected("dstats", &other)),
         },
         Call::Start { name, matching } => {
@@ -2132,54 +2041,6 @@ mod tests {
             option_to_json(&option),
             json!({"a": 1, "b": 2.5, "c": "x", "d": [true], "e": {"f": "g"}})
         );
-    }
-
-    #[test]
-    fn process_info_has_every_field_circusctl_prints() {
-        let stats = ProcessStats {
-            watcher: "w".into(),
-            pid: std::process::id(),
-            wid: 1,
-            cpu: 12.345,
-            rss: 3 * 1024 * 1024 + 512 * 1024,
-            mem: 1.23456,
-            age: 10.0,
-            cpu_time: 65.42,
-            threads: 1,
-        };
-        let info = process_info(&stats, 1000.0);
-        for key in [
-            "pid",
-            "cmdline",
-            "username",
-            "nice",
-            "mem_info1",
-            "mem_info2",
-            "cpu",
-            "mem",
-            "ctime",
-            "create_time",
-            "age",
-            "children",
-        ] {
-            assert!(info.get(key).is_some(), "{key} missing from {info}");
-        }
-        assert_eq!(info["mem_info1"], "3.50M");
-        assert_eq!(info["ctime"], "1:05.42");
-        assert_eq!(info["cpu"], 12.3);
-        assert_eq!(info["mem"], 1.235);
-        assert_eq!(info["create_time"], 990.0);
-        assert!(info["nice"].is_i64(), "{info}");
-        assert_ne!(info["cmdline"], "N/A");
-    }
-
-    #[test]
-    fn bytes_and_cpu_time_read_like_circus() {
-        assert_eq!(human_bytes(512), "512B");
-        assert_eq!(human_bytes(2048), "2.00K");
-        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.00G");
-        assert_eq!(cpu_clock(0.0), "0:00.00");
-        assert_eq!(cpu_clock(3725.5), "62:05.50");
     }
 
     #[test]

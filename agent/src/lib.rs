@@ -15,6 +15,7 @@
 pub mod child;
 pub mod circus;
 pub mod circus_ini;
+pub mod circus_shape;
 pub mod config;
 pub mod exec;
 pub mod fnmatch;

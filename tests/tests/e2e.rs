@@ -8,6 +8,7 @@ mod e2e {
     mod bad_input;
     mod circus_config;
     mod circusctl;
+    mod circusd;
     mod commands;
     mod exec;
     mod hooks;
