@@ -436,3 +436,131 @@ fn circusctl_gets_the_same_answers_from_nodeagent_as_from_circusd() {
         matches!(daemon.child.try_wait(), Ok(Some(_)))
     });
 }
+
+/// Watchers that write down what their processes got: environment, arguments
+/// (with Circus variables and a socket's fd), umask and descriptors.
+const DUMPERS: &str = "\
+[socket:front]
+host = 127.0.0.1
+port = 0
+
+[socket:local]
+path = local.sock
+
+[watcher:dump]
+cmd = sh -c 'env | sort > env-$1.txt; echo \"$@\" > args-$1.txt; umask > umask-$1.txt; exec sleep 600' dump $(circus.wid) $(circus.sockets.front) ((circus.env.greeting))
+numprocesses = 2
+use_sockets = True
+
+[watcher:plain]
+cmd = sh -c 'env | sort > env-plain.txt; ls /proc/self/fd > fds-plain.txt; exec sleep 600'
+
+[env:dump]
+GREETING = hello
+PATH = /usr/bin:/bin
+FROM_CIRCUSD = $HOME/x
+
+[env:d*]
+BY_PATTERN = yes
+";
+
+/// What a dumping process wrote in `dir`, once it has.
+fn written(dir: &Path, file: &str) -> String {
+    let path = dir.join(file);
+    wait_for_blocking(
+        &format!("{} to be written", path.display()),
+        DEADLINE,
+        || std::fs::read_to_string(&path).is_ok_and(|text| text.ends_with('\n')),
+    );
+    std::fs::read_to_string(&path).unwrap()
+}
+
+/// An environment dump without what differs on purpose: `PWD` (each daemon
+/// has its own directory here), configparser's `__name__` (which circusd leaks
+/// into the environment) and the systemd `LISTEN_*` variables (which circusd
+/// does not set).
+fn comparable_env(dump: &str) -> Vec<&str> {
+    dump.lines()
+        .filter(|line| {
+            !line.starts_with("PWD=")
+                && !line.starts_with("__name__=")
+                && !line.starts_with("LISTEN_")
+        })
+        .collect()
+}
+
+#[test]
+fn processes_start_as_they_would_under_circusd() {
+    let test = "processes_start_as_they_would_under_circusd";
+    let Some(circusctl) = circusctl(test) else {
+        return;
+    };
+    let Some(circusd) = circusd_next_to(&circusctl, test) else {
+        return;
+    };
+    let mut agent = TestAgent::prepare("dumps", "", &[]);
+    let ours = agent.dir().to_path_buf();
+    let theirs = ours.join("circusd");
+    std::fs::create_dir(&theirs).unwrap();
+    let circus_ini = theirs.join("circus.ini");
+    std::fs::write(
+        &circus_ini,
+        format!(
+            "[circus]\nendpoint = ipc://{0}/ctl.sock\npubsub_endpoint = ipc://{0}/pub.sock\n\
+             umask = 027\n\n{DUMPERS}",
+            theirs.display()
+        ),
+    )
+    .unwrap();
+    let agent_ini = ours.join("agent.ini");
+    std::fs::write(
+        &agent_ini,
+        format!(
+            "[circus]\nendpoint = {}\npubsub_endpoint = {}\numask = 027\n\n{DUMPERS}\n\
+             [agent]\nnode = dumps\nstate_dir = state\n",
+            agent.control, agent.pubsub
+        ),
+    )
+    .unwrap();
+    let daemon = Circusd::start(&circusd, &circus_ini, &theirs);
+    agent.use_config_file(agent_ini, "dumps", &[]);
+    agent.launch();
+
+    for wid in ["1", "2"] {
+        let (got, expected) = (
+            written(&ours, &format!("env-{wid}.txt")),
+            written(&theirs, &format!("env-{wid}.txt")),
+        );
+        assert_eq!(
+            comparable_env(&got),
+            comparable_env(&expected),
+            "environment of dump {wid}: nodeagent (left), circusd (right); circusd: {}",
+            daemon.log()
+        );
+        assert!(
+            got.contains("LISTEN_FDNAMES=front:local\nLISTEN_FDS=2\n"),
+            "{got}"
+        );
+        let (got, expected) = (
+            written(&ours, &format!("args-{wid}.txt")),
+            written(&theirs, &format!("args-{wid}.txt")),
+        );
+        // The socket's fd differs: circusd passes its own descriptor number,
+        // nodeagent hands sockets over from 3, as systemd does.
+        assert_eq!(masked(&got), masked(&expected), "arguments of dump {wid}");
+        assert_eq!(got.split(' ').nth(1), Some("3"), "{got}");
+        assert_eq!(
+            written(&ours, &format!("umask-{wid}.txt")),
+            written(&theirs, &format!("umask-{wid}.txt")),
+            "umask of dump {wid}"
+        );
+    }
+    assert_eq!(
+        comparable_env(&written(&ours, "env-plain.txt")),
+        comparable_env(&written(&theirs, "env-plain.txt")),
+        "environment of plain: nodeagent (left), circusd (right)"
+    );
+    // A watcher without use_sockets gets no descriptor beyond 0-2 (and the one
+    // `ls` opens): circusd leaks some of its own there, nodeagent none.
+    assert_eq!(written(&ours, "fds-plain.txt"), "0\n1\n2\n3\n");
+}
