@@ -724,6 +724,15 @@ pub const RLIMIT_NAMES: &[&str] = &[
     "stack",
 ];
 
+/// True for an option that has no value until it is set (`working_dir`, `uid`,
+/// `gid`, `umask`, `hooks`, `rlimit_*`): `options` leaves it out while unset.
+pub fn is_optional_option(key: &str) -> bool {
+    matches!(key, "working_dir" | "uid" | "gid" | "umask" | "hooks")
+        || key
+            .strip_prefix("rlimit_")
+            .is_some_and(|name| RLIMIT_NAMES.contains(&name))
+}
+
 impl WatcherConfig {
     /// The resource limits this watcher sets, by name (`nofile`, ...).
     pub fn rlimits(&self) -> Vec<(&'static str, Limit)> {
@@ -1322,6 +1331,23 @@ mod tests {
 
     fn parse(source: &str) -> Result<Config, ConfigError> {
         Config::parse(source, Some(Path::new("agent.toml")), Path::new("/srv"))
+    }
+
+    #[test]
+    fn optional_options_are_known_by_name() {
+        for key in [
+            "working_dir",
+            "uid",
+            "gid",
+            "umask",
+            "hooks",
+            "rlimit_nofile",
+        ] {
+            assert!(is_optional_option(key), "{key}");
+        }
+        for key in ["rlimit_nope", "numprocesses", "nope"] {
+            assert!(!is_optional_option(key), "{key}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ringmaster_protocol::{
 use tracing::info;
 
 use super::{not_found, now_secs, send_signal, Agent, CmdResult, Watcher};
-use crate::config::{Config, WatcherConfig, LIVE_OPTIONS, MAX_PROCESSES};
+use crate::config::{is_optional_option, Config, WatcherConfig, LIVE_OPTIONS, MAX_PROCESSES};
 use crate::exec;
 use crate::persist::{plan, Change};
 
@@ -453,14 +453,16 @@ impl Agent {
                 Some(value) => {
                     out.insert(key.clone(), value.clone());
                 }
-                None if key == "working_dir" => {
+                // Known, but not set: the default applies.
+                None if is_optional_option(key) => {
                     out.insert(key.clone(), OptionValue::Str(String::new()));
                 }
                 None => {
                     return Err(ErrorReply::new(
                         ErrorKind::NotFound,
                         format!(
-                            "watcher '{name}' has no option '{key}' (options: {})",
+                            "watcher '{name}' has no option '{key}' (options: {}, and when \
+                             set: working_dir, uid, gid, umask, hooks, rlimit_NAME)",
                             options.keys().cloned().collect::<Vec<_>>().join(", ")
                         ),
                     ))

@@ -79,6 +79,14 @@ async fn errors_exit_3_and_say_what_is_wrong() {
     assert_eq!(out.status.code(), Some(3));
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON error");
     assert_eq!(json["error"]["kind"], "not_found");
+    // Options that are known but not set read as empty, not as unknown.
+    let out = agent.nodectl(&["--json", "get", "w", "uid", "rlimit_nofile", "working_dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::json!({"uid": "", "rlimit_nofile": "", "working_dir": ""})
+    );
     let out = agent.nodectl(&["signal", "w", "SIGNOPE"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
