@@ -2,7 +2,8 @@
 //! them): each is accepted by `nodeagent --check-config`, which prints it resolved
 //! as TOML, and an agent started on it runs what it describes, with Circus's
 //! variables and `[env:…]` sections in the processes' environments. Broken ones are
-//! refused with the file, the line and what is wrong.
+//! refused with the file, the line and what is wrong. The configs of `examples/`
+//! (the demos the README starts) are checked too.
 //!
 //! Each test copies its config into the agent's temp dir, points `endpoint` and
 //! `pubsub_endpoint` at ipc sockets there, and appends an `[agent]` section (which
@@ -577,4 +578,38 @@ fn check_config_takes_a_file_of_either_format() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a FILE"));
+}
+
+#[test]
+fn the_examples_are_valid_configs_without_warnings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for example in [
+        "examples/circus.ini",
+        "examples/agent.toml",
+        "examples/pool/node-1.toml",
+        "examples/pool/node-2.toml",
+        "examples/pool/node-3.toml",
+    ] {
+        // From the repository root, where examples/circus.sh runs the agent.
+        let out = Process::new(bin_path("nodeagent"))
+            .arg("--check-config")
+            .arg(example)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{example}:\n{stderr}");
+        assert!(
+            stdout.starts_with(&format!("# {example} is valid\n")),
+            "{example}:\n{stdout}"
+        );
+        assert!(
+            !stdout.contains("# warning") && !stderr.contains("warning"),
+            "{example} has warnings:\n{stdout}\n{stderr}"
+        );
+    }
 }
