@@ -7,26 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --workspace --bins
-bin=target/release
-mkdir -p examples/logs
+# shellcheck source=examples/lib.sh
+. examples/lib.sh
+start_agent examples/circus.ini examples/logs/circus-agent.log
 
-if "$bin/nodectl" --timeout 1 numwatchers >/dev/null 2>&1; then
-    echo "An agent already answers on tcp://127.0.0.1:5555; stop it first: $bin/nodectl quit" >&2
-    exit 1
-fi
-
+echo
 echo "\$ nodeagent --check-config examples/circus.ini    (what Ringmaster makes of it)"
 "$bin/nodeagent" --check-config examples/circus.ini | sed -n '1,12p'
 echo "..."
-
-"$bin/nodeagent" --config examples/circus.ini </dev/null >>examples/logs/circus-agent.log 2>&1 &
-agent=$!
-for _ in $(seq 100); do
-    "$bin/nodectl" --timeout 1 numwatchers >/dev/null 2>&1 && break
-    kill -0 "$agent" 2>/dev/null || { echo "nodeagent exited; see examples/logs/circus-agent.log" >&2; exit 1; }
-    sleep 0.1
-done
 
 circusctl=""
 for candidate in "${CIRCUSCTL:-}" target/circus-venv/bin/circusctl "$(command -v circusctl || true)"; do
@@ -39,6 +27,7 @@ if [ -n "$circusctl" ]; then
     run listsockets
     run incr web 2 --waiting
     run get web numprocesses
+    run decr web 2 --waiting
     run stats worker
 else
     echo
@@ -47,6 +36,7 @@ else
     run status
     run listsockets
     run incr web 2
+    run decr web 2
 fi
 
 echo
@@ -62,7 +52,7 @@ done
 echo
 echo "nodeagent (pid $agent) keeps running the Circus config; its log is"
 echo "examples/logs/circus-agent.log, the workers write to examples/logs/circus-*.log."
-echo "Runtime changes such as the incr above are kept in examples/state/ and come back"
+echo "Runtime changes (incr, set, add, rm) are kept in examples/state/ and come back"
 echo "when the agent restarts (circusd would forget them); delete"
 echo "examples/state/circus-demo.state.json to start from the file alone."
 echo "The same file runs under circusd too: circusd examples/circus.ini"

@@ -5,22 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --workspace --bins
-bin=target/release
-mkdir -p examples/logs
-
-if "$bin/nodectl" --timeout 1 numwatchers >/dev/null 2>&1; then
-    echo "An agent already answers on tcp://127.0.0.1:5555; stop it first: $bin/nodectl quit" >&2
-    exit 1
-fi
-
-"$bin/nodeagent" --config examples/agent.toml </dev/null >>examples/logs/agent.log 2>&1 &
-agent=$!
-for _ in $(seq 100); do
-    "$bin/nodectl" --timeout 1 numwatchers >/dev/null 2>&1 && break
-    kill -0 "$agent" 2>/dev/null || { echo "nodeagent exited; see examples/logs/agent.log" >&2; exit 1; }
-    sleep 0.1
-done
+# shellcheck source=examples/lib.sh
+. examples/lib.sh
+start_agent examples/agent.toml examples/logs/agent.log
 
 run() { echo; echo "\$ nodectl $*"; "$bin/nodectl" "$@"; }
 run status
