@@ -679,7 +679,7 @@ impl Subscriber {
         Ok(Bytes::from(opened.body))
     }
 
-    /// The next message, decoded: an event, statistics or a log line. Messages of
+    /// The next message, decoded: an event, statistics or a batch of output lines. Messages of
     /// other kinds are skipped; a body that does not decode is an error naming its
     /// topic.
     pub async fn recv_published(&mut self) -> Result<Published, TransportError> {
