@@ -582,22 +582,41 @@ fn check_config_takes_a_file_of_either_format() {
 
 #[test]
 fn the_examples_are_valid_configs_without_warnings() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    for example in [
+    let examples = [
         "examples/circus.ini",
         "examples/agent.toml",
         "examples/pool/node-1.toml",
         "examples/pool/node-2.toml",
         "examples/pool/node-3.toml",
-    ] {
-        // From the repository root, where examples/circus.sh runs the agent.
+    ];
+    // A copy of them, with the keys examples/pool.sh would make (a clean clone
+    // has none).
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let copied = tempfile::tempdir().unwrap();
+    let root = copied.path();
+    for example in examples {
+        std::fs::create_dir_all(root.join(example).parent().unwrap()).unwrap();
+        copy(&repo.join(example), &root.join(example));
+    }
+    std::fs::create_dir_all(root.join("examples/keys")).unwrap();
+    for key in ["admin", "read"] {
+        let out = Process::new(bin_path("nodectl"))
+            .args(["keygen", &format!("examples/keys/{key}.key")])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for example in examples {
+        // From the root, where examples/circus.sh runs the agent.
         let out = Process::new(bin_path("nodeagent"))
             .arg("--check-config")
             .arg(example)
-            .current_dir(&root)
+            .current_dir(root)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
