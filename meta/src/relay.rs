@@ -17,7 +17,10 @@
 //!   agents that restart (a zmq.rs SUB would reconnect by itself only with a
 //!   backoff of up to 30 s). The old subscriber is read until the fresh one is
 //!   subscribed (make before break), and the copies of what both received are
-//!   dropped, so a node that was only slow loses nothing and repeats nothing.
+//!   dropped, so a node that was only slow repeats nothing and loses nothing the
+//!   old subscription still received. What a node publishes while neither
+//!   subscription delivers (the old one broken, the new one not yet registered by
+//!   the node's PUB, which acknowledges nothing) is lost.
 //! - **The main task** owns the [`Publisher`] and republishes every message exactly
 //!   as it came (topic and body), as soon as it comes: nothing is batched, so the
 //!   relay adds no delay beyond a channel hop. It keeps a [`PoolTracker`]: when each
@@ -801,8 +804,9 @@ async fn connect(node: &NodeSpec, reports: &mpsc::Sender<Report>) -> Option<Subs
 ///
 /// A PUB socket registers a subscription when it reads it, some time after the
 /// subscriber connected, and says nothing: the first message on the fresh
-/// subscriber is the proof. When none comes within `wait` (the node is silent or
-/// gone), the fresh subscriber is kept anyway.
+/// subscriber is the proof. While the old subscriber still delivers, the wait goes
+/// on; when neither delivers anything for `wait` (the node is silent or gone), the
+/// fresh subscriber is kept anyway.
 async fn replace(
     index: usize,
     node: &NodeSpec,
@@ -831,7 +835,13 @@ async fn replace(
         tokio::select! {
             received = fresh.recv() => break Some(received),
             received = old.recv(), if old_alive => {
+                let delivered = received.is_ok();
                 old_alive = pass_on_old(received, handover, index, reports).await?;
+                if delivered {
+                    // The node is there; only the fresh subscription is not
+                    // registered yet (a busy agent reads it late): wait on.
+                    proof.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
             }
             () = &mut proof => break None,
         }
