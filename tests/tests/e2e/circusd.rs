@@ -105,6 +105,74 @@ impl Drop for Circusd {
     }
 }
 
+/// One Circus INI, run by the real circusd and by `nodeagent` at once.
+struct SideBySide {
+    agent: TestAgent,
+    daemon: Circusd,
+    circusctl: PathBuf,
+    /// circusd's control endpoint.
+    circusd_endpoint: String,
+    /// circusd's working directory: the agent's own, or `circusd/` inside it.
+    theirs: PathBuf,
+}
+
+impl SideBySide {
+    /// Writes `[circus]` (the endpoints, then `circus_options`) and `body` for
+    /// each daemon, the agent's copy with an `[agent]` section naming `node`, and
+    /// starts both. circusd runs in the agent's directory, or in a `circusd/`
+    /// directory of its own when `apart`. `None` (after saying so) when there is
+    /// no circusd outside CI.
+    fn start(
+        test: &str,
+        node: &str,
+        circus_options: &str,
+        body: &str,
+        apart: bool,
+    ) -> Option<Self> {
+        let circusctl = circusctl(test)?;
+        let circusd = circusd_next_to(&circusctl, test)?;
+        let mut agent = TestAgent::prepare(node, "", &[]);
+        let ours = agent.dir().to_path_buf();
+        let theirs = if apart {
+            ours.join("circusd")
+        } else {
+            ours.clone()
+        };
+        std::fs::create_dir_all(&theirs).unwrap();
+        let circusd_endpoint = format!("ipc://{}/circusd.sock", theirs.display());
+        let circus_ini = theirs.join("circus.ini");
+        std::fs::write(
+            &circus_ini,
+            format!(
+                "[circus]\nendpoint = {circusd_endpoint}\npubsub_endpoint = ipc://{}/circusd-pub.sock\n\
+                 {circus_options}\n{body}",
+                theirs.display()
+            ),
+        )
+        .unwrap();
+        let agent_ini = ours.join("agent.ini");
+        std::fs::write(
+            &agent_ini,
+            format!(
+                "[circus]\nendpoint = {}\npubsub_endpoint = {}\n{circus_options}\n{body}\n\
+                 [agent]\nnode = {node}\nstate_dir = state\n",
+                agent.control, agent.pubsub
+            ),
+        )
+        .unwrap();
+        let daemon = Circusd::start(&circusd, &circus_ini, &theirs);
+        agent.use_config_file(agent_ini, node, &[]);
+        agent.launch();
+        Some(SideBySide {
+            agent,
+            daemon,
+            circusctl,
+            circusd_endpoint,
+            theirs,
+        })
+    }
+}
+
 /// `text` with every run of digits replaced by `N`: what is left is its shape.
 fn masked(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -288,45 +356,26 @@ fn assert_process_lines_match(ours: &str, theirs: &str, skip: &[usize]) {
 
 #[test]
 fn circusctl_gets_the_same_answers_from_nodeagent_as_from_circusd() {
-    let test = "circusctl_gets_the_same_answers_from_nodeagent_as_from_circusd";
-    let Some(circusctl) = circusctl(test) else {
+    let Some(both) = SideBySide::start(
+        "circusctl_gets_the_same_answers_from_nodeagent_as_from_circusd",
+        "side-by-side",
+        "",
+        WATCHERS,
+        false,
+    ) else {
         return;
     };
-    let Some(circusd) = circusd_next_to(&circusctl, test) else {
-        return;
-    };
-    let mut agent = TestAgent::prepare("side-by-side", "", &[]);
-    let dir = agent.dir().to_path_buf();
-    let ipc = |name: &str| format!("ipc://{}/{name}", dir.display());
-
-    let circus_ini = dir.join("circus.ini");
-    std::fs::write(
-        &circus_ini,
-        format!(
-            "[circus]\nendpoint = {}\npubsub_endpoint = {}\n\n{WATCHERS}",
-            ipc("circusd.sock"),
-            ipc("circusd-pub.sock"),
-        ),
-    )
-    .unwrap();
-    let agent_ini = dir.join("agent.ini");
-    std::fs::write(
-        &agent_ini,
-        format!(
-            "[circus]\nendpoint = {}\npubsub_endpoint = {}\n\n{WATCHERS}\n\
-             [agent]\nnode = side-by-side\nstate_dir = state\n",
-            agent.control, agent.pubsub
-        ),
-    )
-    .unwrap();
-
-    let daemon = Circusd::start(&circusd, &circus_ini, &dir);
-    agent.use_config_file(agent_ini, "side-by-side", &[]);
-    agent.launch();
+    let SideBySide {
+        mut agent,
+        daemon,
+        circusctl,
+        circusd_endpoint,
+        ..
+    } = both;
     let pair = Pair {
         circusd: Ctl {
             path: circusctl.clone(),
-            endpoint: ipc("circusd.sock"),
+            endpoint: circusd_endpoint,
         },
         ours: Ctl {
             path: circusctl,
@@ -491,40 +540,18 @@ fn comparable_env(dump: &str) -> Vec<&str> {
 
 #[test]
 fn processes_start_as_they_would_under_circusd() {
-    let test = "processes_start_as_they_would_under_circusd";
-    let Some(circusctl) = circusctl(test) else {
+    let Some(both) = SideBySide::start(
+        "processes_start_as_they_would_under_circusd",
+        "dumps",
+        "umask = 027\n",
+        DUMPERS,
+        true,
+    ) else {
         return;
     };
-    let Some(circusd) = circusd_next_to(&circusctl, test) else {
-        return;
-    };
-    let mut agent = TestAgent::prepare("dumps", "", &[]);
-    let ours = agent.dir().to_path_buf();
-    let theirs = ours.join("circusd");
-    std::fs::create_dir(&theirs).unwrap();
-    let circus_ini = theirs.join("circus.ini");
-    std::fs::write(
-        &circus_ini,
-        format!(
-            "[circus]\nendpoint = ipc://{0}/ctl.sock\npubsub_endpoint = ipc://{0}/pub.sock\n\
-             umask = 027\n\n{DUMPERS}",
-            theirs.display()
-        ),
-    )
-    .unwrap();
-    let agent_ini = ours.join("agent.ini");
-    std::fs::write(
-        &agent_ini,
-        format!(
-            "[circus]\nendpoint = {}\npubsub_endpoint = {}\numask = 027\n\n{DUMPERS}\n\
-             [agent]\nnode = dumps\nstate_dir = state\n",
-            agent.control, agent.pubsub
-        ),
-    )
-    .unwrap();
-    let daemon = Circusd::start(&circusd, &circus_ini, &theirs);
-    agent.use_config_file(agent_ini, "dumps", &[]);
-    agent.launch();
+    let ours = both.agent.dir().to_path_buf();
+    let theirs = both.theirs.clone();
+    let daemon = &both.daemon;
 
     for wid in ["1", "2"] {
         let (got, expected) = (
