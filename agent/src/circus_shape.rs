@@ -59,8 +59,17 @@ pub fn watcher_options(ours: &OptionMap, agent_dir: &Path) -> Map<String, Value>
         _ => agent_dir.to_string_lossy().into_owned(),
     };
     all.insert("working_dir".into(), working_dir.into());
-    all.insert("uid".into(), user_id(ours.get("uid")));
-    all.insert("gid".into(), group_id(ours.get("gid")));
+    let uid = numeric_id(ours.get("uid"), |name| {
+        User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())
+    });
+    let gid = numeric_id(ours.get("gid"), |name| {
+        Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+    });
+    all.insert("uid".into(), uid);
+    all.insert("gid".into(), gid);
     for stream in ["stdout", "stderr"] {
         let (to, table) = match ours.get(stream) {
             Some(OptionValue::Str(to)) => (to.as_str(), None),
@@ -134,27 +143,14 @@ fn shell_join(items: &[OptionValue]) -> String {
         .join(" ")
 }
 
-/// `uid` as circusd keeps it: the number (a name is looked up), `null` when
-/// unset, the name itself when this host does not know it.
-fn user_id(value: Option<&OptionValue>) -> Value {
+/// `uid` or `gid` as circusd keeps it: the number (a name is looked up with
+/// `lookup`), `null` when unset, the name itself when this host does not know it.
+fn numeric_id(value: Option<&OptionValue>, lookup: impl Fn(&str) -> Option<u32>) -> Value {
     match value {
         Some(OptionValue::Int(id)) => Value::from(*id),
-        Some(OptionValue::Str(name)) => match User::from_name(name) {
-            Ok(Some(user)) => Value::from(user.uid.as_raw()),
-            _ => Value::from(name.clone()),
-        },
-        _ => Value::Null,
-    }
-}
-
-/// `gid` as circusd keeps it, as [`user_id`].
-fn group_id(value: Option<&OptionValue>) -> Value {
-    match value {
-        Some(OptionValue::Int(id)) => Value::from(*id),
-        Some(OptionValue::Str(name)) => match Group::from_name(name) {
-            Ok(Some(group)) => Value::from(group.gid.as_raw()),
-            _ => Value::from(name.clone()),
-        },
+        Some(OptionValue::Str(name)) => {
+            lookup(name).map_or_else(|| name.clone().into(), Value::from)
+        }
         _ => Value::Null,
     }
 }
