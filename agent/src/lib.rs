@@ -46,7 +46,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::notify::Notifier;
 use crate::stats::Sampler;
-use crate::supervisor::{Agent, Outgoing};
+use crate::supervisor::{Agent, EndpointCounters, Outgoing};
 
 /// Messages waiting to be published; beyond this, new ones are dropped and counted.
 const PUBLISH_QUEUE: usize = 65_536;
@@ -122,6 +122,10 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         events,
     );
     agent.adopt_sockets(sockets);
+    agent.watch_connections(EndpointCounters {
+        control: server.counter(),
+        pubsub: publisher.counter(),
+    });
     info!(
         node = %agent.node(),
         control = server.endpoint(),
@@ -320,6 +324,7 @@ async fn serve(agent: Rc<Agent>, mut server: ControlServer, gate: Gate) {
                     agent.record_refusals(gate.borrow().refusals());
                     refusal_log.note(refusal);
                 } else {
+                    agent.record_malformed();
                     debug!("refused a malformed request");
                 }
                 tokio::task::spawn_local(async move {

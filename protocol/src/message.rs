@@ -783,4 +783,32 @@ pub struct NodeInfo {
     /// Frames the agent refused since it started, by reason.
     #[serde(default)]
     pub refused: crate::seal::RefusalCounts,
+    /// Control frames that were not Ringmaster requests (answered with an error).
+    #[serde(default)]
+    pub malformed: u64,
+    /// Connections to the control endpoint since the agent started.
+    #[serde(default)]
+    pub control_connections: ConnectionCounts,
+    /// Connections to the publish endpoint since the agent started.
+    #[serde(default)]
+    pub pubsub_connections: ConnectionCounts,
+}
+
+/// The connections of one bound endpoint, since it was bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionCounts {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Connections closed at once because the endpoint had its maximum open.
+    pub refused: u64,
+    /// Connections that ended (by the peer, a failed handshake, a message over
+    /// the size limit, a missed heartbeat).
+    pub closed: u64,
+    /// Peers that did not speak ZeroMQ's protocol (a bad greeting or handshake).
+    pub handshake_failed: u64,
+    /// Connections the system could not accept (e.g. out of file descriptors).
+    pub accept_failed: u64,
 }

@@ -735,6 +735,19 @@ impl Agent {
             events_dropped: self.dropped.get(),
             sealed: settings.keys.is_some(),
             refused: self.refused.borrow().clone(),
+            malformed: self.malformed.get(),
+            control_connections: self
+                .connections
+                .borrow()
+                .as_ref()
+                .map(|c| c.control.load())
+                .unwrap_or_default(),
+            pubsub_connections: self
+                .connections
+                .borrow()
+                .as_ref()
+                .map(|c| c.pubsub.load())
+                .unwrap_or_default(),
         }
     }
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ringmaster_protocol::message::{ChangeReport, WatcherState};
 use ringmaster_protocol::seal::RefusalCounts;
 use ringmaster_protocol::stats::{Stat, StatKind};
+use ringmaster_protocol::transport::ConnectionCounter;
 use ringmaster_protocol::{Codec, ErrorKind, ErrorReply, Event, EventKind, ExitInfo, Signal};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::{debug, error, info, warn};
@@ -50,6 +51,15 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// A published message: topic and encoded body.
 pub type Outgoing = (String, Vec<u8>);
+
+/// The connection counts of the agent's two endpoints.
+#[derive(Debug, Clone)]
+pub struct EndpointCounters {
+    /// The control endpoint's.
+    pub control: ConnectionCounter,
+    /// The publish endpoint's.
+    pub pubsub: ConnectionCounter,
+}
 
 /// A process that exited, as [`Agent::on_exit`] found it.
 struct Exited {
@@ -157,6 +167,8 @@ pub struct Agent {
     seq: Cell<u64>,
     dropped: Cell<u64>,
     refused: RefCell<RefusalCounts>,
+    malformed: Cell<u64>,
+    connections: RefCell<Option<EndpointCounters>>,
     started: Instant,
     shutting_down: Cell<bool>,
     quit: Notify,
@@ -265,6 +277,8 @@ impl Agent {
             seq: Cell::new(0),
             dropped: Cell::new(0),
             refused: RefCell::new(RefusalCounts::default()),
+            malformed: Cell::new(0),
+            connections: RefCell::new(None),
             started: Instant::now(),
             shutting_down: Cell::new(false),
             quit: Notify::new(),
@@ -288,6 +302,16 @@ impl Agent {
     /// Records the control endpoint's refusal counts, for `nodeinfo`.
     pub fn record_refusals(&self, counts: &RefusalCounts) {
         self.refused.borrow_mut().clone_from(counts);
+    }
+
+    /// Counts one control frame that was not a Ringmaster request.
+    pub fn record_malformed(&self) {
+        self.malformed.set(self.malformed.get() + 1);
+    }
+
+    /// Where `nodeinfo` reads the endpoints' connection counts.
+    pub fn watch_connections(&self, counters: EndpointCounters) {
+        *self.connections.borrow_mut() = Some(counters);
     }
 
     /// One line for systemd's `STATUS=`: how many watchers and processes.

@@ -50,7 +50,12 @@ async fn malformed_frames_get_error_replies() {
             ErrorKind::BadFrame,
             "not a Ringmaster request",
         ),
-        (vec![0x92; 2 << 20], 0, ErrorKind::BadFrame, "larger than"),
+        (
+            vec![0x92; ringmaster_protocol::MAX_FRAME_BYTES + 1],
+            0,
+            ErrorKind::BadFrame,
+            "larger than",
+        ),
         (
             raw(11, "explode", BTreeMap::<String, u8>::new()),
             11,

@@ -1,36 +1,101 @@
-//! Async ZeroMQ helpers shared by the agent and every client.
-//!
-//! zmq.rs sockets must live on a `current_thread` tokio runtime: on the multi-thread
-//! runtime zmq.rs 0.7 deadlocks under concurrent client churn. Every binary of
-//! Ringmaster therefore runs its sockets on one.
+//! Async ZeroMQ helpers shared by the agent and every client, on libzmq.
 //!
 //! - [`Client`]: a DEALER with a per-request deadline. Each request has an id and
 //!   stale replies are dropped; after a timeout or a transport error the socket is
-//!   dropped and the next request connects afresh (a zmq.rs DEALER never reconnects
-//!   by itself), so a client stays usable after an agent restart.
-//! - [`ControlServer`]: the agent's ROUTER, split so that replies can be sent from
-//!   the task that handled a request while the next requests are read.
+//!   dropped and the next request connects afresh. A client that cannot reach its
+//!   agent says so at once (connection refused, no such socket, permission denied)
+//!   instead of waiting out its timeout.
+//! - [`ControlServer`]: the agent's ROUTER; replies are sent from the task that
+//!   handled a request while the next requests are read ([`Replier`]).
 //! - [`Publisher`] and [`Subscriber`]: the two ends of the event stream.
+//!
+//! Every input is bounded before it is buffered ([`Limits`]): a socket that
+//! receives from peers has a maximum message size (libzmq closes the connection of
+//! a peer that announces a bigger one, before reading its body), every queue has a
+//! high-water mark (a subscriber that does not read loses messages, it does not grow
+//! the publisher), a bound endpoint serves at most `max_connections` peers
+//! ([`monitor`]), and what was refused is counted ([`ConnectionCounts`]). Peers
+//! that connect reconnect by themselves with a short backoff, and idle connections
+//! carry ZMTP heartbeats, so a peer that vanished is noticed.
 //!
 //! Given keys ([`crate::seal`]), the client seals its requests and opens the
 //! replies, the publisher seals every body and the subscriber opens every body and
 //! refuses old or repeated ones; callers never see a sealed frame.
+//!
+//! The sockets work on any tokio runtime; [`socket`] is the one piece that bridges
+//! libzmq and tokio.
+
+mod monitor;
+mod socket;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zeromq::prelude::*;
-use zeromq::{
-    DealerSocket, PubSocket, RouterRecvHalf, RouterSendHalf, RouterSocket, SocketOptions,
-    SubSocket, ZmqMessage,
-};
 
-use crate::codec::{Codec, DecodeError};
+use self::monitor::{Monitor, SharedCounts, CONNECTION_EVENTS, CONNECT_EVENTS};
+use self::socket::{context, AsyncSocket};
+use crate::codec::{Codec, DecodeError, MAX_FRAME_BYTES};
 use crate::event::Event;
-use crate::message::{Command, ErrorReply, Reply, Request, Response};
+use crate::message::{Command, ConnectionCounts, ErrorReply, Reply, Request, Response};
 use crate::seal::{self, Key, Keyring, Kind, Nonce, ReplayGuard};
 use crate::PROTOCOL_VERSION;
+
+/// The largest control frame a peer may send: a body of [`MAX_FRAME_BYTES`],
+/// sealed. A bigger one closes the connection before it is read.
+pub const MAX_CONTROL_MESSAGE: usize = MAX_FRAME_BYTES + seal::OVERHEAD;
+
+/// The largest message a client or subscriber accepts from an agent (a `list` or
+/// `stats` reply of thousands of processes).
+const MAX_REPLY_MESSAGE: i64 = 64 << 20;
+
+/// The largest message a publish endpoint accepts from a subscriber (they send
+/// only subscriptions, which are topic prefixes).
+const MAX_SUBSCRIPTION_MESSAGE: i64 = 4 << 10;
+
+/// Messages queued for one subscriber before the publisher drops what is new for
+/// it (one statistics round of 4000 processes fits).
+const PUBLISH_HWM: i32 = 4096;
+
+/// Messages queued in each direction of a control or client connection.
+const CONTROL_HWM: i32 = 1000;
+
+/// Messages a subscriber queues before it stops reading from the network.
+const SUBSCRIBE_HWM: i32 = 10_000;
+
+/// A peer that has not finished ZeroMQ's handshake by then is dropped.
+const HANDSHAKE_TIMEOUT_MS: i32 = 10_000;
+
+/// ZMTP heartbeats on idle connections: a ping this often; a peer that answers
+/// nothing for the timeout is disconnected (and a connecting side reconnects).
+const HEARTBEAT_IVL_MS: i32 = 5_000;
+const HEARTBEAT_TIMEOUT_MS: i32 = 15_000;
+
+/// Reconnection backoff of connecting sockets: from 100 ms, doubling, to 2 s.
+const RECONNECT_IVL_MS: i32 = 100;
+const RECONNECT_IVL_MAX_MS: i32 = 2_000;
+
+/// The bounds of an endpoint that something binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Peers served at once; a connection over this is closed at once.
+    pub max_connections: usize,
+    /// Mode of an `ipc://` socket file (e.g. `0o600`), set right after binding.
+    pub ipc_mode: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            ipc_mode: None,
+        }
+    }
+}
+
+/// Peers an endpoint serves at once unless configured otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// Errors of the transport helpers.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +171,7 @@ pub struct Client {
     timeout: Duration,
     codec: Codec,
     keys: Option<Keyring>,
-    socket: Option<DealerSocket>,
+    socket: Option<Arc<AsyncSocket>>,
     next_id: u64,
 }
 
@@ -287,79 +352,180 @@ impl Client {
     }
 
     async fn send_frame(&mut self, body: Vec<u8>, deadline: Instant) -> Result<(), TransportError> {
-        if self.socket.is_none() {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let mut options = SocketOptions::default();
-            options.connect_timeout(remaining.max(Duration::from_millis(1)));
-            let mut socket = DealerSocket::with_options(options);
-            let connect_error = |reason: String| TransportError::Connect {
-                endpoint: self.endpoint.clone(),
-                reason,
-            };
-            match tokio::time::timeout(remaining, socket.connect(&self.endpoint)).await {
-                Ok(Ok(())) => self.socket = Some(socket),
-                Ok(Err(zeromq::ZmqError::Network(e))) => return Err(connect_error(e.to_string())),
-                Ok(Err(zeromq::ZmqError::ConnectTimeout(_))) | Err(_) => {
-                    return Err(connect_error(format!(
-                        "nothing answered within {:.1}s",
-                        self.timeout.as_secs_f64()
-                    )))
-                }
-                Ok(Err(e)) => return Err(connect_error(e.to_string())),
-            }
+        if body.len() > MAX_CONTROL_MESSAGE {
+            // The agent would close the connection unread: say why here instead.
+            return Err(TransportError::Codec(format!(
+                "request of {} bytes is larger than the {MAX_FRAME_BYTES}-byte limit",
+                body.len()
+            )));
         }
-        let endpoint = self.endpoint.clone();
-        let timeout = self.timeout;
-        let Some(socket) = self.socket.as_mut() else {
-            return Err(TransportError::Io {
-                endpoint,
-                reason: "no socket".into(),
-            });
+        if self.socket.is_none() {
+            self.socket = Some(self.connect(deadline).await?);
+        }
+        let Some(socket) = self.socket.as_ref() else {
+            return Err(self.io_error("no socket".into()));
         };
-        let mut message = ZmqMessage::from(Bytes::new());
-        message.push_back(Bytes::from(body));
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, socket.send(message)).await {
+        match tokio::time::timeout_at(deadline.into(), socket.send(vec![Vec::new(), body])).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(TransportError::Io {
-                endpoint,
-                reason: e.to_string(),
-            }),
+            Ok(Err(e)) => Err(self.io_error(e.to_string())),
             Err(_) => Err(TransportError::Timeout {
-                endpoint,
-                after: timeout,
+                endpoint: self.endpoint.clone(),
+                after: self.timeout,
             }),
         }
     }
 
-    async fn recv_frame(&mut self, deadline: Instant) -> Result<Bytes, TransportError> {
-        let endpoint = self.endpoint.clone();
+    /// A DEALER connected to the agent, its ZeroMQ handshake done.
+    async fn connect(&self, deadline: Instant) -> Result<Arc<AsyncSocket>, TransportError> {
+        let connect_error = |reason: String| TransportError::Connect {
+            endpoint: self.endpoint.clone(),
+            reason,
+        };
+        let raw = dealer().map_err(|e| connect_error(e.to_string()))?;
+        let socket = Arc::new(AsyncSocket::new(raw).map_err(|e| connect_error(e.to_string()))?);
         let timeout = self.timeout;
-        let Some(socket) = self.socket.as_mut() else {
-            return Err(TransportError::Io {
-                endpoint,
-                reason: "no socket".into(),
-            });
+        handshake(&socket, &self.endpoint, deadline, true)
+            .await
+            .map_err(|failure| connect_error(failure.reason(&self.endpoint, timeout)))?;
+        Ok(socket)
+    }
+
+    async fn recv_frame(&mut self, deadline: Instant) -> Result<Bytes, TransportError> {
+        let Some(socket) = self.socket.as_ref() else {
+            return Err(self.io_error("no socket".into()));
         };
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let frames = match tokio::time::timeout(remaining, socket.recv()).await {
+            let frames = match tokio::time::timeout_at(deadline.into(), socket.recv()).await {
                 Ok(Ok(frames)) => frames,
-                Ok(Err(e)) => {
-                    return Err(TransportError::Io {
-                        endpoint,
-                        reason: e.to_string(),
-                    })
-                }
+                Ok(Err(e)) => return Err(self.io_error(e.to_string())),
                 Err(_) => {
                     return Err(TransportError::Timeout {
-                        endpoint,
-                        after: timeout,
+                        endpoint: self.endpoint.clone(),
+                        after: self.timeout,
                     })
                 }
             };
-            if let Some(last) = frames.into_vec().pop() {
-                return Ok(last);
+            if let Some(last) = frames.into_iter().next_back() {
+                return Ok(Bytes::from(last));
+            }
+        }
+    }
+
+    fn io_error(&self, reason: String) -> TransportError {
+        TransportError::Io {
+            endpoint: self.endpoint.clone(),
+            reason,
+        }
+    }
+}
+
+/// A client's DEALER: it queues nothing for a peer that is not connected (so a
+/// request waits for the connection, not behind it), drops what is unsent when it
+/// is closed, and pings an idle agent.
+fn dealer() -> Result<zmq::Socket, zmq::Error> {
+    let socket = context().socket(zmq::DEALER)?;
+    socket.set_linger(0)?;
+    socket.set_immediate(true)?;
+    socket.set_maxmsgsize(MAX_REPLY_MESSAGE)?;
+    socket.set_sndhwm(CONTROL_HWM)?;
+    socket.set_rcvhwm(CONTROL_HWM)?;
+    set_reconnects(&socket)?;
+    set_heartbeats(&socket)?;
+    Ok(socket)
+}
+
+fn set_reconnects(socket: &zmq::Socket) -> Result<(), zmq::Error> {
+    socket.set_reconnect_ivl(RECONNECT_IVL_MS)?;
+    socket.set_reconnect_ivl_max(RECONNECT_IVL_MAX_MS)
+}
+
+fn set_heartbeats(socket: &zmq::Socket) -> Result<(), zmq::Error> {
+    socket.set_heartbeat_ivl(HEARTBEAT_IVL_MS)?;
+    socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
+    socket.set_heartbeat_ttl(HEARTBEAT_TIMEOUT_MS)
+}
+
+/// Why a connection could not be made.
+#[derive(Debug)]
+enum ConnectFailure {
+    /// The endpoint is not one libzmq can connect to.
+    Endpoint(zmq::Error),
+    /// The connection was refused (or the socket file is missing).
+    Refused,
+    /// Something answered that does not speak ZeroMQ.
+    Handshake,
+    /// Nothing completed a handshake in time.
+    Timeout,
+    /// The socket's monitor failed.
+    Monitor(String),
+}
+
+impl ConnectFailure {
+    fn reason(&self, endpoint: &str, timeout: Duration) -> String {
+        match self {
+            ConnectFailure::Endpoint(e) => format!("not an endpoint ZeroMQ can connect to: {e}"),
+            ConnectFailure::Refused => refusal_reason(endpoint),
+            ConnectFailure::Handshake => {
+                "what answered there does not speak ZeroMQ's protocol".to_string()
+            }
+            ConnectFailure::Timeout => {
+                format!("nothing answered within {:.1}s", timeout.as_secs_f64())
+            }
+            ConnectFailure::Monitor(e) => e.clone(),
+        }
+    }
+}
+
+/// What the system says about an endpoint whose connection was refused: for
+/// `ipc://`, a missing file or a permission it lacks.
+fn refusal_reason(endpoint: &str) -> String {
+    match endpoint.strip_prefix("ipc://") {
+        Some(path) => match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => format!(
+                "permission denied on {path} (the agent's control socket is open to its \
+                 own user and group only: run as that user, or join the group named by \
+                 [agent] control_group)"
+            ),
+            Err(e) => e.to_string(),
+            Ok(_) => "connection refused".to_string(),
+        },
+        None => "connection refused".to_string(),
+    }
+}
+
+/// Connects `socket` to `endpoint` and waits until its ZeroMQ handshake is done,
+/// until `deadline`. With `fail_fast`, a refused attempt ends the wait (a client
+/// wants to know at once); without, libzmq retries until the deadline (a
+/// subscriber may connect before its publisher binds).
+async fn handshake(
+    socket: &Arc<AsyncSocket>,
+    endpoint: &str,
+    deadline: Instant,
+    fail_fast: bool,
+) -> Result<(), ConnectFailure> {
+    let monitor = Monitor::start(socket, CONNECT_EVENTS)
+        .map_err(|e| ConnectFailure::Monitor(e.to_string()))?;
+    socket
+        .lock()
+        .connect(endpoint)
+        .map_err(ConnectFailure::Endpoint)?;
+    loop {
+        let event = match tokio::time::timeout_at(deadline.into(), monitor.next()).await {
+            Ok(Ok(event)) => event,
+            Ok(Err(e)) => return Err(ConnectFailure::Monitor(e.to_string())),
+            Err(_) => return Err(ConnectFailure::Timeout),
+        };
+        match event.kind {
+            k if k == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => return Ok(()),
+            k if k == zmq::SocketEvent::CONNECT_RETRIED as u16 => {
+                if fail_fast {
+                    return Err(ConnectFailure::Refused);
+                }
+            }
+            _ => {
+                if fail_fast {
+                    return Err(ConnectFailure::Handshake);
+                }
             }
         }
     }
@@ -401,24 +567,68 @@ pub fn prepare_bind(endpoint: &str) -> Result<(), TransportError> {
     }
 }
 
-/// Binds `socket` at `endpoint` (removing a stale ipc socket file first) and
-/// returns the bound endpoint, with the real port when port 0 was asked for.
-async fn bind<S: Socket>(socket: &mut S, endpoint: &str) -> Result<String, TransportError> {
-    prepare_bind(endpoint)?;
-    socket
-        .bind(endpoint)
-        .await
-        .map(|bound| bound.to_string())
-        .map_err(|e| TransportError::Bind {
+/// A bound socket with its connections watched and bounded.
+struct Bound {
+    socket: Arc<AsyncSocket>,
+    endpoint: String,
+    counts: Arc<SharedCounts>,
+    police: tokio::task::JoinHandle<()>,
+}
+
+impl Bound {
+    /// Binds `raw` at `endpoint` (removing a stale ipc socket file first) under
+    /// `limits`.
+    fn bind(raw: zmq::Socket, endpoint: &str, limits: Limits) -> Result<Bound, TransportError> {
+        let bind_error = |reason: String| TransportError::Bind {
             endpoint: endpoint.to_string(),
-            reason: e.to_string(),
+            reason,
+        };
+        prepare_bind(endpoint)?;
+        raw.set_handshake_ivl(HANDSHAKE_TIMEOUT_MS)
+            .and_then(|()| set_heartbeats(&raw))
+            .and_then(|()| raw.set_tcp_keepalive(1))
+            .map_err(|e| bind_error(e.to_string()))?;
+        let socket = Arc::new(AsyncSocket::new(raw).map_err(|e| bind_error(e.to_string()))?);
+        let monitor =
+            Monitor::start(&socket, CONNECTION_EVENTS).map_err(|e| bind_error(e.to_string()))?;
+        let bound = {
+            let raw = socket.lock();
+            raw.bind(endpoint).map_err(|e| bind_error(e.to_string()))?;
+            match raw.get_last_endpoint() {
+                Ok(Ok(bound)) => bound,
+                _ => endpoint.to_string(),
+            }
+        };
+        if let (Some(mode), Some(path)) = (limits.ipc_mode, bound.strip_prefix("ipc://")) {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| bind_error(format!("cannot set the mode of {path}: {e}")))?;
+        }
+        let counts = Arc::new(SharedCounts::default());
+        let police = tokio::spawn(monitor::police(
+            monitor,
+            limits.max_connections.max(1),
+            Arc::clone(&counts),
+        ));
+        Ok(Bound {
+            socket,
+            endpoint: bound,
+            counts,
+            police,
         })
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.police.abort();
+    }
 }
 
 /// A request read by the [`ControlServer`], with the envelope to reply to.
 #[derive(Debug)]
 pub struct Incoming {
-    envelope: Vec<Bytes>,
+    envelope: Vec<Vec<u8>>,
     /// The request body.
     pub body: Bytes,
 }
@@ -432,72 +642,109 @@ impl Incoming {
 
 /// The routing frames of a request (peer identity and delimiter), used to reply.
 #[derive(Debug, Clone)]
-pub struct Envelope(Vec<Bytes>);
+pub struct Envelope(Vec<Vec<u8>>);
 
 /// The agent's control endpoint (ROUTER).
 pub struct ControlServer {
-    recv: RouterRecvHalf,
-    send: RouterSendHalf,
-    endpoint: String,
+    bound: Bound,
 }
 
 impl ControlServer {
-    /// Binds `endpoint` (removing a stale ipc socket file first).
+    /// Binds `endpoint` (removing a stale ipc socket file first) with the default
+    /// [`Limits`].
     pub async fn bind(endpoint: &str) -> Result<Self, TransportError> {
-        let mut socket = RouterSocket::new();
-        let bound = bind(&mut socket, endpoint).await?;
-        let (send, recv) = socket.split();
+        Self::bind_with(endpoint, Limits::default()).await
+    }
+
+    /// Binds `endpoint` under `limits`. Requests bigger than
+    /// [`MAX_CONTROL_MESSAGE`] close their connection unread.
+    pub async fn bind_with(endpoint: &str, limits: Limits) -> Result<Self, TransportError> {
+        let raw = router().map_err(|e| TransportError::Bind {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(ControlServer {
-            recv,
-            send,
-            endpoint: bound,
+            bound: Bound::bind(raw, endpoint, limits)?,
         })
     }
 
     /// The bound endpoint (with the real port when port 0 was asked for).
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.bound.endpoint
+    }
+
+    /// The connections so far.
+    pub fn connections(&self) -> ConnectionCounts {
+        self.bound.counts.load()
+    }
+
+    /// A handle that reads the connection counts from another task.
+    pub fn counter(&self) -> ConnectionCounter {
+        ConnectionCounter(Arc::clone(&self.bound.counts))
     }
 
     /// A handle that sends replies; clone it into each request's task.
     pub fn replier(&self) -> Replier {
         Replier {
-            send: self.send.clone(),
+            socket: Arc::clone(&self.bound.socket),
         }
     }
 
     /// The next request.
     pub async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        let message = self.recv.recv().await.map_err(|e| TransportError::Io {
-            endpoint: self.endpoint.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut frames = message.into_vec();
+        let mut frames = self
+            .bound
+            .socket
+            .recv()
+            .await
+            .map_err(|e| TransportError::Io {
+                endpoint: self.bound.endpoint.clone(),
+                reason: e.to_string(),
+            })?;
         let body = frames.pop().unwrap_or_default();
         Ok(Incoming {
             envelope: frames,
-            body,
+            body: Bytes::from(body),
         })
+    }
+}
+
+/// The agent's ROUTER: replies to a peer that is gone, or that does not read
+/// them, are dropped (never wait); requests are bounded in size.
+fn router() -> Result<zmq::Socket, zmq::Error> {
+    let socket = context().socket(zmq::ROUTER)?;
+    socket.set_linger(100)?;
+    socket.set_maxmsgsize(MAX_CONTROL_MESSAGE as i64)?;
+    socket.set_sndhwm(CONTROL_HWM)?;
+    socket.set_rcvhwm(CONTROL_HWM)?;
+    Ok(socket)
+}
+
+/// Reads the connection counts of a bound endpoint.
+#[derive(Debug, Clone)]
+pub struct ConnectionCounter(Arc<SharedCounts>);
+
+impl ConnectionCounter {
+    /// The counts now.
+    pub fn load(&self) -> ConnectionCounts {
+        self.0.load()
     }
 }
 
 /// Sends replies on a [`ControlServer`].
 #[derive(Clone)]
 pub struct Replier {
-    send: RouterSendHalf,
+    socket: Arc<AsyncSocket>,
 }
 
 impl Replier {
-    /// Sends `body` back along `envelope`. Fails when the peer has gone away.
+    /// Sends `body` back along `envelope`. A reply to a peer that has gone away
+    /// is dropped.
     pub async fn send(&mut self, envelope: Envelope, body: Vec<u8>) -> Result<(), TransportError> {
         let mut frames = envelope.0;
-        frames.push(Bytes::from(body));
-        let message = ZmqMessage::try_from(frames).map_err(|e| TransportError::Io {
-            endpoint: String::new(),
-            reason: e.to_string(),
-        })?;
-        self.send
-            .send(message)
+        frames.push(body);
+        self.socket
+            .send(frames)
             .await
             .map_err(|e| TransportError::Io {
                 endpoint: String::new(),
@@ -506,22 +753,28 @@ impl Replier {
     }
 }
 
-/// The agent's publish endpoint (PUB). Sending never blocks: a subscriber that
-/// falls too far behind loses messages (and sees a gap in the sequence numbers).
+/// A publish endpoint (PUB). Sending never blocks: a subscriber that falls too far
+/// behind loses messages (and sees a gap in the sequence numbers).
 pub struct Publisher {
-    socket: PubSocket,
-    endpoint: String,
+    bound: Bound,
     key: Option<Key>,
 }
 
 impl Publisher {
-    /// Binds `endpoint` (removing a stale ipc socket file first).
+    /// Binds `endpoint` (removing a stale ipc socket file first) with the default
+    /// [`Limits`].
     pub async fn bind(endpoint: &str) -> Result<Self, TransportError> {
-        let mut socket = PubSocket::new();
-        let bound = bind(&mut socket, endpoint).await?;
+        Self::bind_with(endpoint, Limits::default()).await
+    }
+
+    /// Binds `endpoint` under `limits`.
+    pub async fn bind_with(endpoint: &str, limits: Limits) -> Result<Self, TransportError> {
+        let raw = publisher().map_err(|e| TransportError::Bind {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Publisher {
-            socket,
-            endpoint: bound,
+            bound: Bound::bind(raw, endpoint, limits)?,
             key: None,
         })
     }
@@ -534,10 +787,15 @@ impl Publisher {
 
     /// The bound endpoint.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.bound.endpoint
     }
 
-    /// Publishes one message: the topic frame, then the body.
+    /// A handle that reads the connection counts from another task.
+    pub fn counter(&self) -> ConnectionCounter {
+        ConnectionCounter(Arc::clone(&self.bound.counts))
+    }
+
+    /// Publishes one message: the topic frame, then the body. Never waits.
     pub async fn publish(&mut self, topic: &str, body: Vec<u8>) -> Result<(), TransportError> {
         let body = match &self.key {
             Some(key) => {
@@ -547,16 +805,25 @@ impl Publisher {
             }
             None => body,
         };
-        let mut message = ZmqMessage::from(topic.to_string());
-        message.push_back(Bytes::from(body));
-        self.socket
-            .send(message)
-            .await
+        self.bound
+            .socket
+            .try_send(&[topic.as_bytes().to_vec(), body])
+            .map(|_| ())
             .map_err(|e| TransportError::Io {
-                endpoint: self.endpoint.clone(),
+                endpoint: self.bound.endpoint.clone(),
                 reason: e.to_string(),
             })
     }
+}
+
+/// A PUB whose per-subscriber queues are bounded, that accepts only small
+/// messages (subscriptions) from its peers and drops what is unsent at close.
+fn publisher() -> Result<zmq::Socket, zmq::Error> {
+    let socket = context().socket(zmq::PUB)?;
+    socket.set_linger(0)?;
+    socket.set_sndhwm(PUBLISH_HWM)?;
+    socket.set_maxmsgsize(MAX_SUBSCRIPTION_MESSAGE)?;
+    Ok(socket)
 }
 
 /// A message from a publish endpoint.
@@ -570,48 +837,38 @@ pub enum Published {
     Log(crate::logs::LogBatch),
 }
 
-/// A subscriber of one or more publish endpoints.
+/// A subscriber of one or more publish endpoints. It reconnects by itself (from
+/// 100 ms, doubling, up to 2 s) and resubscribes; messages published meanwhile are
+/// lost, as with any PUB/SUB.
 pub struct Subscriber {
-    socket: SubSocket,
+    socket: Arc<AsyncSocket>,
     codec: Codec,
     keys: Option<(Keyring, ReplayGuard)>,
 }
 
 impl Subscriber {
-    /// Connects to `endpoint` within `timeout` and subscribes to every prefix in
-    /// `prefixes` (an empty prefix means everything).
+    /// Connects to `endpoint` within `timeout` (waiting for a publisher that is
+    /// not there yet) and subscribes to every prefix in `prefixes` (an empty
+    /// prefix means everything).
     pub async fn connect(
         endpoint: &str,
         prefixes: &[&str],
         timeout: Duration,
     ) -> Result<Self, TransportError> {
-        let mut options = SocketOptions::default();
-        options.connect_timeout(timeout);
-        let mut socket = SubSocket::with_options(options);
-        for prefix in prefixes {
-            socket
-                .subscribe(prefix)
-                .await
-                .map_err(|e| TransportError::Io {
-                    endpoint: endpoint.to_string(),
-                    reason: e.to_string(),
-                })?;
-        }
-        match tokio::time::timeout(timeout, socket.connect(endpoint)).await {
-            Ok(Ok(())) => Ok(Subscriber {
-                socket,
-                codec: Codec::default(),
-                keys: None,
-            }),
-            Ok(Err(e)) => Err(TransportError::Connect {
-                endpoint: endpoint.to_string(),
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(TransportError::Connect {
-                endpoint: endpoint.to_string(),
-                reason: format!("nothing answered within {:.1}s", timeout.as_secs_f64()),
-            }),
-        }
+        let connect_error = |reason: String| TransportError::Connect {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let raw = subscriber(prefixes).map_err(|e| connect_error(e.to_string()))?;
+        let socket = Arc::new(AsyncSocket::new(raw).map_err(|e| connect_error(e.to_string()))?);
+        handshake(&socket, endpoint, Instant::now() + timeout, false)
+            .await
+            .map_err(|failure| connect_error(failure.reason(endpoint, timeout)))?;
+        Ok(Subscriber {
+            socket,
+            codec: Codec::default(),
+            keys: None,
+        })
     }
 
     /// Opens every body with `keys` from now on, refusing bodies in clear and
@@ -631,12 +888,12 @@ impl Subscriber {
                 endpoint: String::new(),
                 reason: e.to_string(),
             })?;
-            let mut frames = message.into_vec().into_iter();
+            let mut frames = message.into_iter();
             let (Some(topic), Some(body)) = (frames.next(), frames.next()) else {
                 continue;
             };
             let topic = String::from_utf8_lossy(&topic).into_owned();
-            let body = self.open(&topic, body)?;
+            let body = self.open(&topic, Bytes::from(body))?;
             return Ok((topic, body));
         }
     }
@@ -707,4 +964,19 @@ impl Subscriber {
             return Ok(self.codec.decode(&body)?);
         }
     }
+}
+
+/// A SUB with bounded messages and queue, short reconnects and heartbeats,
+/// subscribed to `prefixes`.
+fn subscriber(prefixes: &[&str]) -> Result<zmq::Socket, zmq::Error> {
+    let socket = context().socket(zmq::SUB)?;
+    socket.set_linger(0)?;
+    socket.set_maxmsgsize(MAX_REPLY_MESSAGE)?;
+    socket.set_rcvhwm(SUBSCRIBE_HWM)?;
+    set_reconnects(&socket)?;
+    set_heartbeats(&socket)?;
+    for prefix in prefixes {
+        socket.set_subscribe(prefix.as_bytes())?;
+    }
+    Ok(socket)
 }
