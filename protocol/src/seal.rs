@@ -396,6 +396,20 @@ pub enum Refusal {
         /// The window.
         window: Duration,
     },
+    /// Sealed before this end started: it may have been seen by an earlier run
+    /// whose memory of nonces is gone.
+    #[error(
+        "frame was sealed {:.1}s before this {} started: a frame from before a restart is a replay \
+         (or this host's clock is ahead of the sender's)",
+        *early_ms as f64 / 1000.0,
+        if *agent { "agent" } else { "subscriber" }
+    )]
+    BeforeStart {
+        /// How long before the start, in milliseconds.
+        early_ms: u64,
+        /// Whether the refusing end is an agent (else a subscriber).
+        agent: bool,
+    },
     /// A nonce seen within the window.
     #[error("frame repeats a nonce seen within the replay window: it is a replay")]
     Replayed,
@@ -574,6 +588,8 @@ fn associated_data(header: &[u8], context: &[u8]) -> Vec<u8> {
 #[derive(Debug)]
 pub struct ReplayGuard {
     window: Duration,
+    not_before_ms: u64,
+    agent: bool,
     seen: HashSet<u64>,
     expiry: BinaryHeap<Reverse<(u64, u64)>>,
 }
@@ -583,9 +599,20 @@ impl ReplayGuard {
     pub fn new(window: Duration) -> ReplayGuard {
         ReplayGuard {
             window,
+            not_before_ms: 0,
+            agent: false,
             seen: HashSet::new(),
             expiry: BinaryHeap::new(),
         }
+    }
+
+    /// From now on, refuses every frame sealed before `start_ms`: the nonces a
+    /// previous run of this end remembered are gone, so a frame it admitted must
+    /// not be admitted again. `agent` says which end refuses, for the message.
+    pub fn refusing_before(mut self, start_ms: u64, agent: bool) -> ReplayGuard {
+        self.not_before_ms = start_ms;
+        self.agent = agent;
+        self
     }
 
     /// The window.
@@ -611,6 +638,12 @@ impl ReplayGuard {
             return Err(Refusal::Expired {
                 skew_ms: i64::try_from(skew_ms).unwrap_or(i64::MAX),
                 window: self.window,
+            });
+        }
+        if timestamp_ms < self.not_before_ms {
+            return Err(Refusal::BeforeStart {
+                early_ms: self.not_before_ms - timestamp_ms,
+                agent: self.agent,
             });
         }
         while let Some(Reverse((expires, fingerprint))) = self.expiry.peek().copied() {
@@ -694,6 +727,8 @@ pub struct RefusalCounts {
     pub expired: u64,
     /// Frames that repeated a nonce.
     pub replayed: u64,
+    /// Frames sealed before the agent started (replays of an earlier run's).
+    pub before_start: u64,
     /// State-changing commands sealed with a read key.
     pub forbidden: u64,
     /// Circus JSON requests on an agent with keys.
@@ -710,6 +745,7 @@ impl RefusalCounts {
             + self.tampered
             + self.expired
             + self.replayed
+            + self.before_start
             + self.forbidden
             + self.circus_json
             + self.busy
@@ -724,6 +760,7 @@ impl RefusalCounts {
             }
             Refusal::Expired { .. } => &mut self.expired,
             Refusal::Replayed => &mut self.replayed,
+            Refusal::BeforeStart { .. } => &mut self.before_start,
             Refusal::Busy => &mut self.busy,
             Refusal::CircusJson => &mut self.circus_json,
             Refusal::ReadOnly { .. } => &mut self.forbidden,
@@ -791,14 +828,15 @@ impl Gate {
     }
 
     /// A gate that requires sealed requests: `admin` may do everything, `read`
-    /// only read; frames outside `window` are refused.
+    /// only read; frames outside `window`, and frames sealed before now (before
+    /// this agent started), are refused.
     pub fn keyed(codec: Codec, admin: Key, read: Option<Key>, window: Duration) -> Gate {
         Gate {
             codec,
             keys: Some(GateKeys {
                 admin,
                 read,
-                guard: ReplayGuard::new(window),
+                guard: ReplayGuard::new(window).refusing_before(now_ms(), true),
             }),
             refusals: RefusalCounts::default(),
         }
@@ -1133,6 +1171,58 @@ mod tests {
             .check_at(now + 30_001, now + 30_001, &[4; NONCE_LEN])
             .is_ok());
         assert_eq!(guard.remembered(), 1);
+    }
+
+    #[test]
+    fn replay_guard_refuses_what_was_sealed_before_it_started() {
+        let now = 1_000_000_000;
+        let mut guard = ReplayGuard::new(Duration::from_secs(30)).refusing_before(now, true);
+        assert_eq!(
+            guard.check_at(now + 10, now - 1_500, &[1; NONCE_LEN]),
+            Err(Refusal::BeforeStart {
+                early_ms: 1_500,
+                agent: true
+            })
+        );
+        assert!(guard.check_at(now + 10, now, &[1; NONCE_LEN]).is_ok());
+    }
+
+    /// Spins until the clock has passed `ms` (at most a millisecond).
+    fn after(ms: u64) -> u64 {
+        loop {
+            let now = now_ms();
+            if now > ms {
+                return now;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    #[test]
+    fn a_frame_admitted_before_a_restart_is_refused_after_it() {
+        let admin = key();
+        let body = request(Command::Incr {
+            name: "w".into(),
+            nb: 1,
+        });
+        let early = seal_at(&admin, Kind::Request, &[], &body, now_ms(), [7; NONCE_LEN]);
+        let started = after(now_ms());
+        let mut first = Gate::keyed(Codec::default(), admin.clone(), None, DEFAULT_REPLAY_WINDOW);
+        // Sealed before this gate existed: refused by it.
+        let refusal = refusal_of(&mut first, &early);
+        assert!(
+            matches!(refusal, Refusal::BeforeStart { agent: true, .. }),
+            "{refusal}"
+        );
+        let sealed_at = after(started);
+        let captured = seal_at(&admin, Kind::Request, &[], &body, sealed_at, [8; NONCE_LEN]);
+        assert!(first.admit(&captured).is_ok());
+        // The agent restarts: a new gate, which remembers no nonce, refuses it.
+        after(sealed_at);
+        let mut second = Gate::keyed(Codec::default(), admin, None, DEFAULT_REPLAY_WINDOW);
+        let refusal = refusal_of(&mut second, &captured);
+        assert!(matches!(refusal, Refusal::BeforeStart { .. }), "{refusal}");
+        assert_eq!(second.refusals().before_start, 1);
     }
 
     #[test]

@@ -875,7 +875,11 @@ impl Subscriber {
     /// bodies older than the replay window or repeated within it (`None`: expect
     /// bodies in clear).
     pub fn with_keys(mut self, keys: Option<Keyring>) -> Self {
-        self.keys = keys.map(|k| (k, ReplayGuard::new(seal::DEFAULT_REPLAY_WINDOW)));
+        self.keys = keys.map(|k| {
+            let guard = ReplayGuard::new(seal::DEFAULT_REPLAY_WINDOW)
+                .refusing_before(seal::now_ms(), false);
+            (k, guard)
+        });
         self
     }
 

@@ -38,7 +38,7 @@ async fn refusal(client: &mut Client, command: Command) -> (ErrorKind, String) {
 async fn raw_refusal(agent: &TestAgent, frame: Vec<u8>) -> (ErrorKind, String) {
     let mut client = Client::new(agent.control.clone(), DEADLINE);
     let reply = client.exchange_frame(frame).await.unwrap();
-    assert!(!seal::is_sealed(&reply), "a refusal came back sealed");
+    assert!(!seal::is_sealed(&reply), "a refusal came back sealed: {:?}", String::from_utf8_lossy(&reply));
     let reply: Reply = Codec::default().decode(&reply).unwrap();
     let error = reply.result.unwrap_err();
     (error.kind, error.message)
@@ -506,4 +506,40 @@ async fn every_exec_is_logged_with_the_callers_key_id() {
     )
     .await;
     assert_eq!(kind, ErrorKind::Forbidden);
+}
+
+#[tokio::test]
+async fn a_captured_frame_is_refused_after_the_agent_restarts() {
+    let (mut agent, keys) = TestAgent::start_keyed("replay", SLEEPER);
+    agent.wait_pids("sleeper", 1).await;
+    let admin = Key::load(&keys.admin).unwrap();
+    // An eavesdropper captures one sealed `incr` on its way to the agent.
+    let body = request(
+        77,
+        Command::Incr {
+            name: "sleeper".into(),
+            nb: 1,
+        },
+    );
+    let captured = seal::seal(&admin, Kind::Request, &[], &body).unwrap().bytes;
+    let mut wire = Client::new(agent.control.clone(), DEADLINE);
+    let reply = wire.exchange_frame(captured.clone()).await.unwrap();
+    assert!(seal::is_sealed(&reply), "the incr was not admitted");
+    agent.wait_pids("sleeper", 2).await;
+
+    // Resent at once, it is a replay.
+    let (kind, message) = raw_refusal(&agent, captured.clone()).await;
+    assert_eq!(kind, ErrorKind::Unauthorized);
+    assert!(message.contains("replay"), "{message}");
+
+    // The agent restarts (its memory of nonces is gone); the frame is still
+    // refused, and the watcher is not scaled a second time.
+    agent.stop();
+    agent.launch();
+    agent.wait_pids("sleeper", 2).await;
+    let (kind, message) = raw_refusal(&agent, captured).await;
+    assert_eq!(kind, ErrorKind::Unauthorized);
+    assert!(message.contains("before this agent started"), "{message}");
+    assert_eq!(node_info(&agent).await.refused.before_start, 1);
+    assert_eq!(agent.pids("sleeper").await.len(), 2);
 }
