@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# circus.ini names Circus's TCP endpoint; nodectl goes there too.
+export RINGMASTER_ENDPOINT=tcp://127.0.0.1:5555
 # shellcheck source=examples/lib.sh
 . examples/lib.sh
 start_agent examples/circus.ini examples/logs/circus-agent.log

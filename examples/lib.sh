@@ -1,6 +1,7 @@
 # Shared by examples/demo.sh and examples/circus.sh (sourced, from the repository
-# root): build everything, then start one agent in the background on Circus's
-# default endpoint (tcp://127.0.0.1:5555).
+# root): build everything, then start one agent in the background. demo.sh's agent
+# listens on its default ipc:// socket, circus.sh's on Circus's tcp://127.0.0.1:5555;
+# nodectl is pointed at whichever the config uses ($RINGMASTER_ENDPOINT).
 
 bin=target/release
 
@@ -12,7 +13,7 @@ start_agent() {
     cargo build --release --workspace --bins
     mkdir -p examples/logs
     if "$bin/nodectl" --timeout 1 numwatchers >/dev/null 2>&1; then
-        echo "An agent already answers on tcp://127.0.0.1:5555; stop it first: $bin/nodectl quit" >&2
+        echo "An agent already answers on ${RINGMASTER_ENDPOINT:-its default endpoint}; stop it first: $bin/nodectl quit" >&2
         exit 1
     fi
     "$bin/nodeagent" --config "$config" </dev/null >>"$log" 2>&1 &

@@ -960,6 +960,7 @@ impl<'a> Translator<'a> {
 
         let check_delay = self.circus_section(&global_env)?;
         self.agent_section(&global_env)?;
+        self.allow_named_loopback_tcp();
         let flapping = self.plugins(&global_env)?;
         self.sockets(&global_env)?;
         self.watchers(&global_env, check_delay, flapping.as_ref())?;
@@ -978,6 +979,28 @@ impl<'a> Translator<'a> {
             );
         }
         value
+    }
+
+    /// A Circus config that names loopback TCP endpoints (circusd's way) keeps
+    /// working without keys, as if it said `insecure = true`: it asked for TCP. The
+    /// agent warns about it at every start. Routable addresses still need an
+    /// explicit `insecure` in `[agent]`, and an explicit `insecure` always wins.
+    fn allow_named_loopback_tcp(&mut self) {
+        let Some(toml::Value::Table(agent)) = self.table.get_mut("agent") else {
+            return;
+        };
+        if agent.contains_key("insecure") {
+            return;
+        }
+        let endpoints: Vec<ringmaster_protocol::endpoint::Endpoint> = ["control", "pubsub"]
+            .iter()
+            .filter_map(|key| agent.get(*key)?.as_str())
+            .filter_map(|e| ringmaster_protocol::endpoint::Endpoint::parse(e).ok())
+            .collect();
+        let tcp = endpoints.iter().any(|e| e.is_tcp());
+        if tcp && endpoints.iter().all(|e| e.is_host_private()) {
+            agent.insert("insecure".into(), toml::Value::Boolean(true));
+        }
     }
 
     /// `[circus]`; returns `check_delay`.
@@ -2810,6 +2833,16 @@ mod tests {
         let config = load_str("[circus]\nendpoint = tcp://0.0.0.0:5555\n[agent]\nnode = web-1\ninsecure = true\nlabels.zone = eu-1\n").unwrap();
         assert_eq!(config.agent.node, "web-1");
         assert_eq!(config.agent.labels["zone"], "eu-1");
+        // A loopback TCP endpoint named the Circus way works without keys (the
+        // agent warns at start); without one, the agent's private ipc:// default.
+        let config = load_str(
+            "[circus]\nendpoint = tcp://127.0.0.1:5555\npubsub_endpoint = tcp://127.0.0.1:5556\n",
+        )
+        .unwrap();
+        assert!(config.agent.insecure);
+        assert_eq!(config.agent.control, "tcp://127.0.0.1:5555");
+        let config = load_str("[watcher:w]\ncmd = sleep 1\n").unwrap();
+        assert!(!config.agent.insecure && config.agent.default_endpoints);
         let err = load_str("[agent]\nnodes = x\n").unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
     }

@@ -4,7 +4,7 @@
 //! ```toml
 //! [agent]
 //! node = "web-1"
-//! control = "tcp://127.0.0.1:5555"
+//! labels = { zone = "eu-1" }
 //!
 //! [watchers.worker]
 //! cmd = "python3 worker.py --wid $(wid)"
@@ -24,10 +24,6 @@ use ringmaster_protocol::seal::Key;
 use ringmaster_protocol::{names, OptionMap, OptionValue, Signal};
 use serde::{Deserialize, Serialize};
 
-/// Default control endpoint (Circus's port, loopback only).
-pub const DEFAULT_CONTROL: &str = "tcp://127.0.0.1:5555";
-/// Default publish endpoint (Circus's port, loopback only).
-pub const DEFAULT_PUBSUB: &str = "tcp://127.0.0.1:5556";
 /// Most processes one watcher may have.
 pub const MAX_PROCESSES: u32 = 100_000;
 
@@ -392,12 +388,21 @@ impl Hooks {
 pub struct AgentSection {
     /// Node name, the second part of every topic. Default: the host name.
     pub node: Option<String>,
-    /// Control endpoint (ROUTER).
-    #[serde(default = "default_control")]
-    pub control: String,
-    /// Publish endpoint (PUB).
-    #[serde(default = "default_pubsub")]
-    pub pubsub: String,
+    /// Control endpoint (ROUTER). Default: `ipc://RUNTIME_DIR/control.sock`, which
+    /// only the agent's user (and `control_group`) may open.
+    pub control: Option<String>,
+    /// Publish endpoint (PUB). Default: `ipc://RUNTIME_DIR/pubsub.sock`.
+    pub pubsub: Option<String>,
+    /// A group whose members may drive the agent through its `ipc://` endpoints
+    /// (their socket files are then mode 0660, owned by that group).
+    pub control_group: Option<String>,
+    /// Peers each endpoint serves at once; a connection over this is closed at
+    /// once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections from one address each TCP endpoint serves at once.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
     /// Where runtime changes are persisted. Default: `/var/lib/ringmaster` as root,
     /// else `$XDG_STATE_HOME/ringmaster` (or `~/.local/state/ringmaster`).
     pub state_dir: Option<PathBuf>,
@@ -407,7 +412,8 @@ pub struct AgentSection {
     /// Seconds to wait between starting two watchers.
     #[serde(default)]
     pub warmup_delay: f64,
-    /// Allow binding non-loopback TCP addresses without keys.
+    /// Allow TCP endpoints without keys (on loopback, every local user can reach
+    /// them; elsewhere, every host that can reach the port).
     #[serde(default)]
     pub insecure: bool,
     /// Key file whose holders may do everything (`nodectl keygen FILE` makes one).
@@ -433,8 +439,11 @@ impl Default for AgentSection {
     fn default() -> Self {
         AgentSection {
             node: None,
-            control: default_control(),
-            pubsub: default_pubsub(),
+            control: None,
+            pubsub: None,
+            control_group: None,
+            max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
             state_dir: None,
             labels: BTreeMap::new(),
             warmup_delay: 0.0,
@@ -463,11 +472,11 @@ pub struct AgentKeys {
     pub replay_window: Duration,
 }
 
-fn default_control() -> String {
-    DEFAULT_CONTROL.to_string()
+fn default_max_connections() -> usize {
+    ringmaster_protocol::transport::DEFAULT_MAX_CONNECTIONS
 }
-fn default_pubsub() -> String {
-    DEFAULT_PUBSUB.to_string()
+fn default_max_connections_per_peer() -> usize {
+    ringmaster_protocol::transport::DEFAULT_MAX_CONNECTIONS_PER_PEER
 }
 
 pub use crate::output::spec::{RotateWhen, StreamConfig};
@@ -982,13 +991,22 @@ pub struct AgentSettings {
     pub control: String,
     /// Publish endpoint.
     pub pubsub: String,
+    /// Both endpoints are the defaults in the runtime directory, which the agent
+    /// makes private to its user (and `control_group`).
+    pub default_endpoints: bool,
+    /// The group that may open the `ipc://` endpoints, with its id.
+    pub control_group: Option<(String, u32)>,
+    /// Peers each endpoint serves at once.
+    pub max_connections: usize,
+    /// Connections from one address each TCP endpoint serves at once.
+    pub max_connections_per_peer: usize,
     /// State directory.
     pub state_dir: PathBuf,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Seconds between starting two watchers.
     pub warmup_delay: f64,
-    /// Non-loopback binds allowed without keys.
+    /// TCP endpoints allowed without keys.
     pub insecure: bool,
     /// Keys, when requests and published bodies are sealed.
     pub keys: Option<AgentKeys>,
@@ -1071,11 +1089,20 @@ impl Config {
         })?;
         let keys = load_keys(&agent, base)
             .map_err(|(key, message)| at(&["agent"], Some(key), ConfigError::key(key, message)))?;
-        for (key, endpoint) in [("control", &agent.control), ("pubsub", &agent.pubsub)] {
+        let default_endpoints = agent.control.is_none() && agent.pubsub.is_none();
+        let control = agent
+            .control
+            .clone()
+            .unwrap_or_else(ringmaster_protocol::endpoint::default_control);
+        let pubsub = agent
+            .pubsub
+            .clone()
+            .unwrap_or_else(ringmaster_protocol::endpoint::default_pubsub);
+        for (key, endpoint) in [("control", &control), ("pubsub", &pubsub)] {
             check_endpoint(endpoint, agent.insecure || keys.is_some())
                 .map_err(|message| at(&["agent"], Some(key), ConfigError::key(key, message)))?;
         }
-        if agent.control == agent.pubsub {
+        if control == pubsub {
             return Err(at(
                 &["agent"],
                 Some("pubsub"),
@@ -1101,6 +1128,37 @@ impl Config {
                 ),
             ));
         }
+        for (key, value) in [
+            ("max_connections", agent.max_connections),
+            ("max_connections_per_peer", agent.max_connections_per_peer),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                return Err(at(
+                    &["agent"],
+                    Some(key),
+                    ConfigError::key(key, "must be a number from 1 to 100000"),
+                ));
+            }
+        }
+        let control_group = match &agent.control_group {
+            None => None,
+            Some(name) => {
+                let group = nix::unistd::Group::from_name(name)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| {
+                        at(
+                            &["agent"],
+                            Some("control_group"),
+                            ConfigError::key(
+                                "control_group",
+                                format!("no group '{name}' on this host (see getent group)"),
+                            ),
+                        )
+                    })?;
+                Some((name.clone(), group.gid.as_raw()))
+            }
+        };
         let state_dir = match agent.state_dir {
             Some(dir) if dir.is_relative() => base.join(dir),
             Some(dir) => dir,
@@ -1154,8 +1212,12 @@ impl Config {
             path: file.map(Path::to_path_buf),
             agent: AgentSettings {
                 node,
-                control: agent.control,
-                pubsub: agent.pubsub,
+                control,
+                pubsub,
+                default_endpoints,
+                control_group,
+                max_connections: agent.max_connections,
+                max_connections_per_peer: agent.max_connections_per_peer,
                 state_dir,
                 labels: agent.labels,
                 warmup_delay: agent.warmup_delay,
@@ -1216,17 +1278,28 @@ fn load_keys(
     }))
 }
 
-/// Refuses endpoints that are not ZeroMQ transports we serve, and non-loopback TCP
-/// binds unless `insecure` (Ringmaster's control endpoint changes what runs on the
-/// host; without keys it belongs on loopback or ipc only).
-pub fn check_endpoint(endpoint: &str, insecure: bool) -> Result<(), String> {
-    ringmaster_protocol::endpoint::check_bind(
-        endpoint,
-        insecure,
-        "name a key file in `admin_key` in [agent] (make one with: nodectl keygen FILE); \
-         or, on a private network only, set `insecure = true` in [agent]",
-    )
-    .map(|_| ())
+/// Refuses endpoints that are not ZeroMQ transports we serve, and TCP endpoints
+/// unless `allowed` (the agent has keys, or `insecure` was asked for): the control
+/// endpoint changes what runs on the host, and every local user can reach a
+/// loopback port, so without keys the agent belongs on its private `ipc://` socket.
+pub fn check_endpoint(endpoint: &str, allowed: bool) -> Result<(), String> {
+    let parsed =
+        ringmaster_protocol::endpoint::Endpoint::parse(endpoint).map_err(|e| e.to_string())?;
+    if parsed.is_tcp() && !allowed {
+        let reach = if parsed.is_host_private() {
+            "every local user"
+        } else {
+            "every host that can reach the port"
+        };
+        return Err(format!(
+            "'{endpoint}' is a TCP endpoint and this agent has no keys: {reach} could run \
+             commands as the agent's user. Leave `control` and `pubsub` unset (the agent's \
+             own ipc:// sockets, open to its user and `control_group` only), name a key \
+             file in `admin_key` in [agent] (make one with: nodectl keygen FILE), or, on a \
+             host and network you trust, set `insecure = true` in [agent]"
+        ));
+    }
+    Ok(())
 }
 
 fn default_node_name() -> String {
@@ -1368,8 +1441,16 @@ mod tests {
             ),
             (2, 1.0, 7.0, 5)
         );
-        assert_eq!(config.agent.control, DEFAULT_CONTROL);
-        assert_eq!(config.agent.pubsub, DEFAULT_PUBSUB);
+        assert_eq!(
+            config.agent.control,
+            ringmaster_protocol::endpoint::default_control()
+        );
+        assert!(config.agent.control.starts_with("ipc://"));
+        assert_eq!(
+            config.agent.pubsub,
+            ringmaster_protocol::endpoint::default_pubsub()
+        );
+        assert!(config.agent.default_endpoints);
     }
 
     #[test]
@@ -1409,13 +1490,44 @@ mod tests {
     }
 
     #[test]
-    fn routable_bind_needs_insecure() {
+    fn tcp_without_keys_needs_insecure_even_on_loopback() {
         let err = parse("[agent]\nnode = \"n\"\ncontrol = \"tcp://0.0.0.0:5555\"\n").unwrap_err();
         assert_eq!(err.line, Some(3));
-        assert!(err.to_string().contains("insecure = true"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("insecure = true"), "{err}");
+        assert!(text.contains("every host that can reach"), "{err}");
         parse("[agent]\nnode = \"n\"\ninsecure = true\ncontrol = \"tcp://0.0.0.0:5555\"\n")
             .unwrap();
-        parse("[agent]\nnode = \"n\"\ncontrol = \"tcp://[::1]:5555\"\n").unwrap();
+        for loopback in ["tcp://[::1]:5555", "tcp://127.0.0.1:5555"] {
+            let err = parse(&format!(
+                "[agent]\nnode = \"n\"\ncontrol = \"{loopback}\"\n"
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains("every local user"), "{err}");
+        }
+        let err = parse("[agent]\nnode = \"n\"\npubsub = \"tcp://127.0.0.1:5556\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("'pubsub'") || err.to_string().contains("pubsub"),
+            "{err}"
+        );
+        let config =
+            parse("[agent]\nnode = \"n\"\ninsecure = true\ncontrol = \"tcp://127.0.0.1:5555\"\n")
+                .unwrap();
+        assert!(!config.agent.default_endpoints);
+    }
+
+    #[test]
+    fn control_group_and_max_connections_are_checked() {
+        let err =
+            parse("[agent]\nnode = \"n\"\ncontrol_group = \"no-such-group-here\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("no group 'no-such-group-here'"),
+            "{err}"
+        );
+        let config = parse("[agent]\nnode = \"n\"\ncontrol_group = \"root\"\n").unwrap();
+        assert_eq!(config.agent.control_group, Some(("root".to_string(), 0)));
+        let err = parse("[agent]\nnode = \"n\"\nmax_connections = 0\n").unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
     }
 
     #[test]

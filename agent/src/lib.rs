@@ -17,6 +17,7 @@ pub mod circus;
 pub mod circus_ini;
 pub mod circus_shape;
 pub mod config;
+pub mod endpoints;
 pub mod exec;
 pub mod fnmatch;
 pub mod hooks;
@@ -87,12 +88,15 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
             socket.endpoint()
         );
     }
-    let server = ControlServer::bind(&config.agent.control)
+    endpoints::prepare(&config.agent).context("cannot prepare the runtime directory")?;
+    let limits = endpoints::limits(&config.agent);
+    let server = ControlServer::bind_with(&config.agent.control, limits)
         .await
         .context("cannot open the control endpoint (set [agent] control)")?;
-    let mut publisher = Publisher::bind(&config.agent.pubsub)
+    let mut publisher = Publisher::bind_with(&config.agent.pubsub, limits)
         .await
         .context("cannot open the publish endpoint (set [agent] pubsub)")?;
+    endpoints::warn_if_open(&config.agent);
     let gate = match &config.agent.keys {
         Some(keys) => {
             info!(
@@ -108,7 +112,7 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
             )
         }
         None => {
-            info!("no keys: frames travel in clear (loopback and ipc:// only, unless insecure)");
+            info!("no keys: frames travel in clear");
             Gate::open(Codec::default())
         }
     };

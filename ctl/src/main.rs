@@ -34,13 +34,16 @@ use ringmaster_protocol::{Command, OptionMap, OptionValue, Signal};
 #[derive(Debug, Parser)]
 #[command(name = "nodectl", version, about, long_about, after_help = EXIT_CODES)]
 struct Cli {
-    /// The agent's control endpoint.
+    /// The agent's control endpoint [default: the agent's own ipc:// socket in
+    /// its runtime directory: /run/ringmaster/control.sock as root, else
+    /// $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it].
     #[arg(
         long,
         short,
         global = true,
         env = "RINGMASTER_ENDPOINT",
-        default_value = "tcp://127.0.0.1:5555"
+        default_value_t = ringmaster_protocol::endpoint::default_control(),
+        hide_default_value = true
     )]
     endpoint: String,
 

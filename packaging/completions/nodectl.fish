@@ -24,7 +24,7 @@ function __fish_nodectl_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c nodectl -n "__fish_nodectl_needs_command" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_needs_command" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_needs_command" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_needs_command" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_needs_command" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -67,7 +67,7 @@ complete -c nodectl -n "__fish_nodectl_needs_command" -f -a "completions" -d 'Pr
 complete -c nodectl -n "__fish_nodectl_needs_command" -f -a "man" -d 'Print nodectl\'s man page, or write all its pages into a directory'
 complete -c nodectl -n "__fish_nodectl_needs_command" -f -a "keygen" -d 'Write a new random key to FILE (mode 0600; never overwrites)'
 complete -c nodectl -n "__fish_nodectl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c nodectl -n "__fish_nodectl_using_subcommand status" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand status" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand status" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand status" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand status" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -77,7 +77,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand status" -l timeout -d 'S
 complete -c nodectl -n "__fish_nodectl_using_subcommand status" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand status" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand status" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand list" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand list" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand list" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand list" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand list" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -87,7 +87,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand list" -l timeout -d 'Sec
 complete -c nodectl -n "__fish_nodectl_using_subcommand list" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand list" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand list" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand start" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand start" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand start" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand start" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand start" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -97,7 +97,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand start" -l timeout -d 'Se
 complete -c nodectl -n "__fish_nodectl_using_subcommand start" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand start" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand start" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand stop" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand stop" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand stop" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand stop" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand stop" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -109,7 +109,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand stop" -l no-wait -d 'Ret
 complete -c nodectl -n "__fish_nodectl_using_subcommand stop" -s h -l help -d 'Print help'
 complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -l batch -d 'On a pool: N nodes at a time; the next batch starts only once the previous one runs again, and the first failing batch stops the rollout' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -l settle -d 'With --batch: seconds a batch must keep running, with the same pids, before the next one starts' -r
-complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -121,7 +121,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -l no-wait -d '
 complete -c nodectl -n "__fish_nodectl_using_subcommand restart" -s h -l help -d 'Print help'
 complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -l batch -d 'On a pool: N nodes at a time; the next batch starts only once the previous one runs again, and the first failing batch stops the rollout' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -l settle -d 'With --batch: seconds a batch must keep running, with the same pids, before the next one starts' -r
-complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -133,7 +133,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -l json -d 'Prin
 complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand reload" -s h -l help -d 'Print help'
 complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -l strategy -d 'On a pool: how to choose nodes: least-loaded, round-robin, fewest-processes or spread:LABEL' -r
-complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -144,7 +144,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -l dry-run -d 'On 
 complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand incr" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c nodectl -n "__fish_nodectl_using_subcommand decr" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand decr" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand decr" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand decr" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand decr" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -158,7 +158,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand add" -l cmd -d 'The comm
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -s n -l numprocesses -d 'Number of processes (on a pool: in all, spread by the strategy)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -l strategy -d 'On a pool: how to choose nodes: least-loaded, round-robin, fewest-processes or spread:LABEL' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -s o -l option -d 'Any watcher option, as KEY=VALUE (repeatable)' -r
-complete -c nodectl -n "__fish_nodectl_using_subcommand add" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand add" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -170,7 +170,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand add" -l start -d 'Start 
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand add" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -181,7 +181,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -l nostop -d 'Leave 
 complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand rm" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand set" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand set" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand set" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand set" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand set" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -191,7 +191,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand set" -l timeout -d 'Seco
 complete -c nodectl -n "__fish_nodectl_using_subcommand set" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand set" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand set" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c nodectl -n "__fish_nodectl_using_subcommand get" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand get" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand get" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand get" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand get" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -201,7 +201,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand get" -l timeout -d 'Seco
 complete -c nodectl -n "__fish_nodectl_using_subcommand get" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand get" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand get" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand options" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand options" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand options" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand options" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand options" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -211,7 +211,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand options" -l timeout -d '
 complete -c nodectl -n "__fish_nodectl_using_subcommand options" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand options" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand options" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -221,7 +221,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -l timeou
 complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand globaloptions" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -232,7 +232,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -l children -d '
 complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand signal" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -242,7 +242,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -l timeout
 complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand numprocesses" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -252,7 +252,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -l timeout 
 complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand numwatchers" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -262,7 +262,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -l timeout 
 complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand listsockets" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -272,7 +272,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -l timeout
 complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand reloadconfig" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -282,7 +282,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -l timeout -d 'Sec
 complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand quit" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -292,7 +292,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -l timeout -d 
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodeinfo" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -302,7 +302,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -l timeout -d 'Se
 complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand stats" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -312,7 +312,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -l timeout -d 'S
 complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand dstats" -s h -l help -d 'Print help'
-complete -c nodectl -n "__fish_nodectl_using_subcommand nodes" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand nodes" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodes" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodes" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodes" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -323,7 +323,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand nodes" -l json -d 'Print
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodes" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand nodes" -s h -l help -d 'Print help'
 complete -c nodectl -n "__fish_nodectl_using_subcommand exec" -l exec-timeout -d 'Seconds the command may run before its process group is killed' -r
-complete -c nodectl -n "__fish_nodectl_using_subcommand exec" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand exec" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand exec" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand exec" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand exec" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -336,7 +336,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand exec" -s h -l help -d 'P
 complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -s n -l lines -d 'How many recent lines to print first (the agent keeps up to 1000 per watcher)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -l stream -d 'Only this stream' -r -f -a "stdout\t'Standard output'
 stderr\t'Standard error'"
-complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -347,7 +347,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -s f -l follow -d 
 complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c nodectl -n "__fish_nodectl_using_subcommand reopen" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand reopen" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reopen" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reopen" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand reopen" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -359,7 +359,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand reopen" -l no-wait -d 'R
 complete -c nodectl -n "__fish_nodectl_using_subcommand reopen" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -l count -d 'Stop after this many printed lines (one per event, statistic or output line)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -l pubsub -d 'Subscribe to this publish endpoint directly (repeatable), e.g. a nodemeta relay, instead of asking --endpoint' -r
-complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -369,7 +369,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -l timeout -d 'S
 complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand listen" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c nodectl -n "__fish_nodectl_using_subcommand completions" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand completions" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand completions" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand completions" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand completions" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -380,7 +380,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand completions" -l json -d 
 complete -c nodectl -n "__fish_nodectl_using_subcommand completions" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nodectl -n "__fish_nodectl_using_subcommand man" -l dir -d 'Write nodectl.1 and nodectl-COMMAND.1 pages into this directory (created if missing) instead of printing nodectl.1' -r -F
-complete -c nodectl -n "__fish_nodectl_using_subcommand man" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand man" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand man" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand man" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand man" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r
@@ -390,7 +390,7 @@ complete -c nodectl -n "__fish_nodectl_using_subcommand man" -l timeout -d 'Seco
 complete -c nodectl -n "__fish_nodectl_using_subcommand man" -l json -d 'Print the answer as JSON'
 complete -c nodectl -n "__fish_nodectl_using_subcommand man" -l no-wait -d 'Return as soon as the agent accepted the command, without waiting for it to finish'
 complete -c nodectl -n "__fish_nodectl_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c nodectl -n "__fish_nodectl_using_subcommand keygen" -s e -l endpoint -d 'The agent\'s control endpoint' -r
+complete -c nodectl -n "__fish_nodectl_using_subcommand keygen" -s e -l endpoint -d 'The agent\'s control endpoint [default: the agent\'s own ipc:// socket in its runtime directory: /run/ringmaster/control.sock as root, else $XDG_RUNTIME_DIR/ringmaster/control.sock; $RINGMASTER_RUNTIME_DIR moves it]' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand keygen" -s p -l pool -d 'Run the command on every node of this pool (see --node, --where)' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand keygen" -l node -d 'Only these nodes of the pool (comma-separated or repeated). Without --pool, the pool that has them' -r
 complete -c nodectl -n "__fish_nodectl_using_subcommand keygen" -l where -d 'Only nodes whose labels match: LABEL=VALUE or LABEL!=VALUE (repeatable; all must hold)' -r

@@ -1,11 +1,50 @@
 //! ZeroMQ endpoints as Ringmaster accepts them: `tcp://HOST:PORT` (IPv4, IPv6 in
-//! brackets, or a name) and `ipc:///PATH`, and whether one stays on this host.
+//! brackets, or a name) and `ipc:///PATH`, whether one stays on this host, and the
+//! default endpoints of an agent.
 //!
-//! Everything that binds (the agent, `nodemeta`) refuses a routable address unless
-//! told it is on a private network, because the control protocol has no keys yet;
-//! everything that connects (pools files) checks the shape. Both use [`Endpoint`].
+//! Everything that binds (the agent, `nodemeta`) refuses a routable address without
+//! keys unless told it is on a private network; everything that connects (pools
+//! files) checks the shape. Both use [`Endpoint`].
+//!
+//! An agent whose config names no endpoint binds `ipc://` sockets in its runtime
+//! directory ([`default_runtime_dir`]), which only its own user (or a configured
+//! group) may open; `nodectl` and `nodetop` look there by default.
 
 use std::fmt;
+use std::path::PathBuf;
+
+/// The environment variable that moves the default runtime directory.
+pub const RUNTIME_DIR_ENV: &str = "RINGMASTER_RUNTIME_DIR";
+
+/// The directory of an agent's default `ipc://` endpoints: `$RINGMASTER_RUNTIME_DIR`
+/// when set; else `/run/ringmaster` for root; else `$XDG_RUNTIME_DIR/ringmaster`;
+/// else `/tmp/ringmaster-UID`.
+pub fn default_runtime_dir() -> PathBuf {
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = from_env(RUNTIME_DIR_ENV) {
+        return PathBuf::from(dir);
+    }
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/ringmaster");
+    }
+    match from_env("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("ringmaster"),
+        None => PathBuf::from(format!("/tmp/ringmaster-{uid}")),
+    }
+}
+
+/// The control endpoint of an agent whose config names none:
+/// `ipc://RUNTIME_DIR/control.sock`.
+pub fn default_control() -> String {
+    format!("ipc://{}/control.sock", default_runtime_dir().display())
+}
+
+/// The publish endpoint of an agent whose config names none:
+/// `ipc://RUNTIME_DIR/pubsub.sock`.
+pub fn default_pubsub() -> String {
+    format!("ipc://{}/pubsub.sock", default_runtime_dir().display())
+}
 
 /// A parsed endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +100,12 @@ impl Endpoint {
             host: host.to_string(),
             port,
         })
+    }
+
+    /// True for `tcp://` endpoints, which every local user can reach (and, unless
+    /// loopback, other hosts).
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, Endpoint::Tcp { .. })
     }
 
     /// True when only this host can reach it: ipc, or TCP on a loopback address

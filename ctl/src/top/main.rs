@@ -54,7 +54,8 @@ use crate::view::{Flow, View};
 /// relay), and/or the nodes of a pool with --pool (nodetop subscribes to each
 /// node's publish endpoint from the pools file; --node and --where choose some of
 /// them). With none, the pool $RINGMASTER_POOL, else the agent at
-/// $RINGMASTER_ENDPOINT, else tcp://127.0.0.1:5555, is shown.
+/// $RINGMASTER_ENDPOINT, else the local agent at its default ipc:// socket
+/// (/run/ringmaster/control.sock as root), is shown.
 ///
 /// With several nodes, the screen lists every node (up, or no data) and shows
 /// each watcher once, with its totals across the nodes; Right/Left/Tab show one
@@ -133,8 +134,6 @@ Examples:
   nodetop --pool prod --where zone=eu-1      its nodes in zone eu-1
   nodetop --pool prod --node web-1,web-2     two of its nodes
   nodetop --pubsub tcp://HOST:5570           a whole pool through a nodemeta relay";
-
-const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:5555";
 
 /// Topics nodetop follows.
 const PREFIXES: &[&str] = &["stat.", "event."];
@@ -342,7 +341,7 @@ async fn resolve(cli: &Cli, pool_sources: Vec<Source>) -> anyhow::Result<Vec<Sou
             std::env::var("RINGMASTER_ENDPOINT")
                 .ok()
                 .filter(|e| !e.is_empty())
-                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+                .unwrap_or_else(ringmaster_protocol::endpoint::default_control),
         );
     }
     let keys = Keyring::load(&cli.keys)?;

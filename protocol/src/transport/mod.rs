@@ -81,21 +81,31 @@ const RECONNECT_IVL_MAX_MS: i32 = 2_000;
 pub struct Limits {
     /// Peers served at once; a connection over this is closed at once.
     pub max_connections: usize,
+    /// Connections from one address (TCP) served at once.
+    pub max_connections_per_peer: usize,
     /// Mode of an `ipc://` socket file (e.g. `0o600`), set right after binding.
     pub ipc_mode: Option<u32>,
+    /// Group that an `ipc://` socket file is given to, right after binding.
+    pub ipc_group: Option<u32>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             ipc_mode: None,
+            ipc_group: None,
         }
     }
 }
 
 /// Peers an endpoint serves at once unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Connections from one address an endpoint serves at once unless configured
+/// otherwise.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
 
 /// Errors of the transport helpers.
 #[derive(Debug, thiserror::Error)]
@@ -599,15 +609,22 @@ impl Bound {
                 _ => endpoint.to_string(),
             }
         };
-        if let (Some(mode), Some(path)) = (limits.ipc_mode, bound.strip_prefix("ipc://")) {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| bind_error(format!("cannot set the mode of {path}: {e}")))?;
+        if let Some(path) = bound.strip_prefix("ipc://") {
+            if let Some(gid) = limits.ipc_group {
+                nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                    .map_err(|e| bind_error(format!("cannot give {path} to group {gid}: {e}")))?;
+            }
+            if let Some(mode) = limits.ipc_mode {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| bind_error(format!("cannot set the mode of {path}: {e}")))?;
+            }
         }
         let counts = Arc::new(SharedCounts::default());
         let police = tokio::spawn(monitor::police(
             monitor,
             limits.max_connections.max(1),
+            limits.max_connections_per_peer.max(1),
             Arc::clone(&counts),
         ));
         Ok(Bound {
@@ -644,7 +661,8 @@ impl Incoming {
 #[derive(Debug, Clone)]
 pub struct Envelope(Vec<Vec<u8>>);
 
-/// The agent's control endpoint (ROUTER).
+/// The agent's control endpoint (ROUTER). Keep it open until its last replies
+/// are delivered: replies still queued when the socket closes may be discarded.
 pub struct ControlServer {
     bound: Bound,
 }
@@ -983,4 +1001,142 @@ fn subscriber(prefixes: &[&str]) -> Result<zmq::Socket, zmq::Error> {
         socket.set_subscribe(prefix.as_bytes())?;
     }
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::message::Response;
+
+    /// Answers `requests` requests, each from a task of its own (so replies are
+    /// sent while the next requests are read), echoing the request id; returns
+    /// the server, which must stay open until its last replies are delivered.
+    async fn serve(mut server: ControlServer, requests: usize) -> ControlServer {
+        let codec = Codec::default();
+        for _ in 0..requests {
+            let incoming = server.recv().await.unwrap();
+            let mut replier = server.replier();
+            let request: Request = codec.decode(&incoming.body).unwrap();
+            let body = codec
+                .encode(&Reply {
+                    v: PROTOCOL_VERSION,
+                    id: request.id,
+                    result: Ok(Response::Count(request.id)),
+                })
+                .unwrap();
+            tokio::spawn(async move { replier.send(incoming.envelope(), body).await.unwrap() });
+        }
+        server
+    }
+
+    /// Many clients at once, replies sent from other tasks than the one that
+    /// reads: every request is answered (no wake-up of the reading task is lost).
+    async fn many_clients_are_all_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/c.sock", dir.path().display());
+        let (clients, each) = (8, 250);
+        let server = ControlServer::bind(&endpoint).await.unwrap();
+        let serving = tokio::spawn(serve(server, clients * each));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let endpoint = endpoint.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = Client::new(endpoint, Duration::from_secs(20));
+                for _ in 0..each {
+                    let reply = client.call(Command::NumWatchers {}).await.unwrap();
+                    assert!(matches!(reply, Response::Count(_)));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        serving.await.unwrap();
+    }
+
+    #[test]
+    fn many_clients_are_answered_on_a_current_thread_runtime() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(many_clients_are_all_answered());
+    }
+
+    #[test]
+    fn many_clients_are_answered_on_a_multi_thread_runtime() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(many_clients_are_all_answered());
+    }
+
+    #[tokio::test]
+    async fn a_client_says_at_once_that_nothing_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/nobody.sock", dir.path().display());
+        let mut client = Client::new(endpoint.clone(), Duration::from_secs(20));
+        let started = Instant::now();
+        let err = client.call(Command::NumWatchers {}).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot reach agent") && text.contains("No such file"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_what_is_published_and_a_publisher_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/p.sock", dir.path().display());
+        let mut publisher = Publisher::bind(&endpoint).await.unwrap();
+        let mut subscriber = Subscriber::connect(&endpoint, &["a."], Duration::from_secs(5))
+            .await
+            .unwrap();
+        // The subscription reaches the publisher a moment after the connection.
+        let got = loop {
+            publisher.publish("b.skip", b"no".to_vec()).await.unwrap();
+            publisher.publish("a.one", b"yes".to_vec()).await.unwrap();
+            if let Ok(got) =
+                tokio::time::timeout(Duration::from_millis(50), subscriber.recv()).await
+            {
+                break got.unwrap();
+            }
+        };
+        assert_eq!(got, ("a.one".to_string(), Bytes::from_static(b"yes")));
+        // A subscriber that reads nothing: publishing far past its queue neither
+        // blocks nor fails.
+        let started = Instant::now();
+        for _ in 0..(PUBLISH_HWM as usize * 4) {
+            publisher.publish("a.flood", vec![0; 100]).await.unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_serves_at_most_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sock");
+        let endpoint = format!("ipc://{}", path.display());
+        let limits = Limits {
+            max_connections: 3,
+            ..Limits::default()
+        };
+        let server = ControlServer::bind_with(&endpoint, limits).await.unwrap();
+        let held: Vec<_> = (0..10)
+            .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.connections().refused < 7 {
+            assert!(Instant::now() < deadline, "{:?}", server.connections());
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
+        }
+        let counts = server.connections();
+        assert_eq!((counts.accepted, counts.open, counts.refused), (10, 3, 7));
+        drop(held);
+    }
 }

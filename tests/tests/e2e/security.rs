@@ -38,7 +38,11 @@ async fn refusal(client: &mut Client, command: Command) -> (ErrorKind, String) {
 async fn raw_refusal(agent: &TestAgent, frame: Vec<u8>) -> (ErrorKind, String) {
     let mut client = Client::new(agent.control.clone(), DEADLINE);
     let reply = client.exchange_frame(frame).await.unwrap();
-    assert!(!seal::is_sealed(&reply), "a refusal came back sealed: {:?}", String::from_utf8_lossy(&reply));
+    assert!(
+        !seal::is_sealed(&reply),
+        "a refusal came back sealed: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
     let reply: Reply = Codec::default().decode(&reply).unwrap();
     let error = reply.result.unwrap_err();
     (error.kind, error.message)
