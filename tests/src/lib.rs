@@ -10,8 +10,10 @@
 //! The binaries are found next to the running executable (`target/<profile>/`), or
 //! in `$RINGMASTER_BIN_DIR`. `cargo test --workspace` builds them.
 
+pub mod meta;
 pub mod pool;
 
+pub use meta::NodeMeta;
 pub use pool::{NodeDef, TestPool};
 
 use std::future::Future;
@@ -233,6 +235,15 @@ impl TestAgent {
         (agent, keys)
     }
 
+    /// [`TestAgent::start_keyed`] on TCP endpoints of loopback (free ports).
+    pub fn start_keyed_tcp(node: &str, body: &str) -> (TestAgent, KeyFiles) {
+        let endpoints = (free_tcp_endpoint(), free_tcp_endpoint());
+        let probe = Self::prepare_at(node, Some(endpoints), "", &[]);
+        let keys = KeyFiles::generate(probe.dir());
+        let agent = Self::start_with_keys(body, &keys, probe);
+        (agent, keys)
+    }
+
     /// An agent with the keys in `keys` (shared by several agents of a pool).
     pub fn start_shared_keys(node: &str, body: &str, keys: &KeyFiles) -> TestAgent {
         let probe = Self::prepare(node, "", &[]);
@@ -257,12 +268,27 @@ impl TestAgent {
     /// Writes the config of an agent named `node` in a new temp dir, without
     /// starting it.
     pub fn prepare(node: &str, body: &str, env: &[(&str, &str)]) -> TestAgent {
+        Self::prepare_at(node, None, body, env)
+    }
+
+    /// [`TestAgent::prepare`] with its endpoints given (`None`: `ipc://` ones in its
+    /// temp dir), e.g. TCP ports from [`free_tcp_endpoint`].
+    pub fn prepare_at(
+        node: &str,
+        endpoints: Option<(String, String)>,
+        body: &str,
+        env: &[(&str, &str)],
+    ) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("ringmaster-test-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
-        let control = format!("ipc://{}/control.sock", dir.path().display());
-        let pubsub = format!("ipc://{}/pubsub.sock", dir.path().display());
+        let (control, pubsub) = endpoints.unwrap_or_else(|| {
+            (
+                format!("ipc://{}/control.sock", dir.path().display()),
+                format!("ipc://{}/pubsub.sock", dir.path().display()),
+            )
+        });
         let config = format!(
             "[agent]\nnode = \"{node}\"\ncontrol = \"{control}\"\npubsub = \"{pubsub}\"\nstate_dir = \"state\"\n{body}\n"
         );
@@ -295,6 +321,18 @@ impl TestAgent {
         self.node = node.to_string();
         self.env
             .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    }
+
+    /// Makes a prepared agent's clients use these endpoints (those its config
+    /// file names, or binds by default).
+    pub fn use_endpoints(&mut self, control: &str, pubsub: &str) {
+        self.control = control.to_string();
+        self.pubsub = pubsub.to_string();
+    }
+
+    /// Adds a variable to the agent's environment (before [`TestAgent::launch`]).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// The agent's temp dir (config, state, logs).
@@ -349,8 +387,7 @@ impl TestAgent {
             if let Some(status) = self.try_wait() {
                 panic!("nodeagent exited at start ({status}):\n{}", self.log());
             }
-            let path = control.trim_start_matches("ipc://");
-            if Path::new(path).exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+            if accepts_connections(&control) {
                 break;
             }
             assert!(
@@ -509,6 +546,40 @@ impl Drop for TestAgent {
             eprintln!("---- log of nodeagent '{}' ----\n{}", self.node, self.log());
         }
     }
+}
+
+/// True when something accepts connections at `endpoint` (`ipc://` or `tcp://`).
+pub fn accepts_connections(endpoint: &str) -> bool {
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        return Path::new(path).exists() && std::os::unix::net::UnixStream::connect(path).is_ok();
+    }
+    endpoint
+        .strip_prefix("tcp://")
+        .is_some_and(|addr| std::net::TcpStream::connect(addr).is_ok())
+}
+
+/// A `tcp://127.0.0.1:PORT` endpoint whose port was free a moment ago.
+pub fn free_tcp_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("cannot read a free port: {e}"))
+        .port();
+    format!("tcp://127.0.0.1:{port}")
+}
+
+/// The resident memory of `pid` now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// The direct children of `pid`, from `/proc/PID/task/*/children`.

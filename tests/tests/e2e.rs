@@ -12,6 +12,7 @@ mod e2e {
     mod commands;
     mod exec;
     mod hooks;
+    mod hostile;
     mod lifecycle;
     mod lifecycle_options;
     mod logging;

@@ -4,14 +4,13 @@
 //! reconnect while it publishes.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use ringmaster_protocol::stats::{NodeState, PoolStats, Stat, StatKind, POOL_TOPIC};
 use ringmaster_protocol::transport::Subscriber;
 use ringmaster_protocol::{Codec, Command as Cmd, Event, EventKind};
-use ringmaster_tests::{bin_path, NodeDef, TestPool, DEADLINE};
+use ringmaster_tests::{bin_path, NodeDef, NodeMeta, TestPool, DEADLINE};
 
 const NODES: [NodeDef<'static>; 3] = [
     NodeDef {
@@ -32,83 +31,6 @@ const WATCHERS: &str = "[watchers.w]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n";
 
 fn start_pool() -> TestPool {
     TestPool::start("t", &NODES, "stats_interval = 0.2", WATCHERS)
-}
-
-/// A running `nodemeta`, stopped (SIGTERM, then SIGKILL) on drop; its log is
-/// printed when the test failed.
-struct NodeMeta {
-    child: Option<Child>,
-    endpoint: String,
-    log: PathBuf,
-}
-
-impl NodeMeta {
-    /// Starts `nodemeta` for `pool`, publishing on an ipc endpoint in the pool's dir.
-    fn start(pool: &TestPool) -> NodeMeta {
-        NodeMeta::start_with(pool, &["--interval", "0.2"])
-    }
-
-    /// Starts `nodemeta` for `pool` with `args` (and `-v`).
-    fn start_with(pool: &TestPool, args: &[&str]) -> NodeMeta {
-        let endpoint = format!("ipc://{}/meta.pub", pool.dir().display());
-        let log = pool.dir().join("nodemeta.log");
-        let stderr = std::fs::File::create(&log)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let child = Command::new(bin_path("nodemeta"))
-            .arg("--pools")
-            .arg(pool.pools_file())
-            .args(["--pool", &pool.name, "--pubsub", &endpoint])
-            .args(args)
-            .arg("-v")
-            .env_remove("RINGMASTER_POOLS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start nodemeta: {e}"));
-        NodeMeta {
-            child: Some(child),
-            endpoint,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Subscribes to nodemeta's endpoint, retrying until it is bound.
-    async fn subscribe(&mut self, prefixes: &[&str]) -> Subscriber {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("nodemeta exited at start ({status}):\n{}", self.log());
-            }
-            match Subscriber::connect(&self.endpoint, prefixes, Duration::from_millis(500)).await {
-                Ok(sub) => return sub,
-                Err(e) => assert!(
-                    Instant::now() < deadline,
-                    "cannot subscribe to nodemeta at {} within {DEADLINE:?}: {e}",
-                    self.endpoint
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for NodeMeta {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            ringmaster_tests::terminate(&mut child, Duration::from_secs(5));
-        }
-        if std::thread::panicking() {
-            eprintln!("---- log of nodemeta ----\n{}", self.log());
-        }
-    }
 }
 
 /// Reads relayed messages until `pick` returns something; an error says why not
