@@ -209,6 +209,7 @@ impl Sampler {
             processes: u32::try_from(targets.len()).unwrap_or(u32::MAX),
             watchers: u32::try_from(watchers.len()).unwrap_or(u32::MAX),
             interval,
+            refused: 0,
         };
         Sample {
             time: SystemTime::now()

@@ -3,7 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ringmaster_protocol::message::{
-    ChangeReport, ExecOutput, NodeInfo, ProcessInfo, SocketInfo, StatsReport, WatcherStatus,
+    ChangeReport, ConnectionCounts, ExecOutput, NodeInfo, ProcessInfo, SocketInfo, StatsReport,
+    WatcherStatus,
 };
 use ringmaster_protocol::stats::ProcessStats;
 use ringmaster_protocol::{Command, OptionMap, OptionValue, Response};
@@ -265,22 +266,47 @@ fn print_node_info(info: &NodeInfo) {
             "refused",
             format!(
                 "{} (unsealed {}, unknown key {}, tampered {}, expired {}, replayed {}, \
-                 read-only {}, circus json {}, busy {})",
+                 sealed before start {}, read-only {}, circus json {}, busy {})",
                 refused.total(),
                 refused.unsealed,
                 refused.unknown_key,
                 refused.tampered,
                 refused.expired,
                 refused.replayed,
+                refused.before_start,
                 refused.forbidden,
                 refused.circus_json,
                 refused.busy
             ),
         ));
     }
+    if info.malformed > 0 {
+        rows.push(("malformed", format!("{} control frame(s)", info.malformed)));
+    }
+    for (key, counts) in [
+        ("control conns", &info.control_connections),
+        ("pubsub conns", &info.pubsub_connections),
+    ] {
+        rows.push((key, connection_counts(counts)));
+    }
     for (key, value) in rows {
         println!("{key:<14}  {value}");
     }
+}
+
+/// `3 open, 120 accepted, 7 refused (over the limit), ...`: what is not zero.
+fn connection_counts(counts: &ConnectionCounts) -> String {
+    let mut text = format!("{} open, {} accepted", counts.open, counts.accepted);
+    for (n, what) in [
+        (counts.refused, "refused (over the limit)"),
+        (counts.handshake_failed, "failed the handshake"),
+        (counts.accept_failed, "could not be accepted"),
+    ] {
+        if n > 0 {
+            text.push_str(&format!(", {n} {what}"));
+        }
+    }
+    text
 }
 
 fn print_stats(report: &StatsReport) {

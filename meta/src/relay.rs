@@ -998,6 +998,7 @@ mod tests {
                     processes,
                     watchers: 1,
                     interval,
+                    refused: 0,
                 }),
             })
             .unwrap()

@@ -137,6 +137,11 @@ pub struct HostStats {
     /// Seconds between two samples: a subscriber that hears nothing for a few of
     /// these knows the node has gone quiet.
     pub interval: f64,
+    /// What the agent refused since it started: connections over its limits,
+    /// peers that failed ZeroMQ's handshake, and control frames it refused or
+    /// could not read (`nodeinfo` has them one by one).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// Totals over the nodes of a pool, published by `nodemeta` on `stat.pool`.

@@ -304,6 +304,17 @@ impl Agent {
         self.refused.borrow_mut().clone_from(counts);
     }
 
+    /// Everything refused so far, for the host statistics.
+    fn refused_total(&self) -> u64 {
+        let connections = self.connections.borrow().as_ref().map_or(0, |c| {
+            [c.control.load(), c.pubsub.load()]
+                .iter()
+                .map(|n| n.refused + n.handshake_failed + n.accept_failed)
+                .sum()
+        });
+        connections + self.refused.borrow().total() + self.malformed.get()
+    }
+
     /// Counts one control frame that was not a Ringmaster request.
     pub fn record_malformed(&self) {
         self.malformed.set(self.malformed.get() + 1);
@@ -381,7 +392,10 @@ impl Agent {
 
     /// Publishes a sample (`stat.<node>.<watcher>.<pid>`, `stat.<node>.<watcher>`,
     /// `stat.<node>`) and keeps it for `stats` and `dstats`.
-    pub fn publish_stats(&self, sample: Sample) {
+    pub fn publish_stats(&self, mut sample: Sample) {
+        if let Some(host) = sample.host.as_mut() {
+            host.refused = self.refused_total();
+        }
         let node = self.node();
         let time = sample.time;
         let stat = |kind: StatKind| {

@@ -721,6 +721,7 @@ pub(crate) mod tests {
                 processes: 3,
                 watchers: 2,
                 interval,
+                refused: 0,
             }),
         })
     }

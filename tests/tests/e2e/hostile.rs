@@ -19,7 +19,8 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use ringmaster_protocol::message::{ConnectionCounts, NodeInfo};
-use ringmaster_protocol::transport::{Client, MAX_CONTROL_MESSAGE};
+use ringmaster_protocol::stats::{Stat, StatKind};
+use ringmaster_protocol::transport::{Client, Published, MAX_CONTROL_MESSAGE};
 use ringmaster_protocol::{Command, Response};
 use ringmaster_tests::{
     bin_path, memory_kib, wait_for, NodeDef, NodeMeta, TestAgent, TestPool, DEADLINE,
@@ -305,6 +306,24 @@ async fn a_header_announcing_a_huge_body_closes_its_connection_before_anything_i
                     >= before.closed + before.handshake_failed + 2,
                 "{endpoint}: {before:?} -> {after:?}"
             );
+        }
+        // The host statistics, the pool's heartbeat, carry the count too.
+        let mut stats = agent.subscribe("stat.").await;
+        // (The two greetings followed by a frame failed the handshake.)
+        loop {
+            let published = tokio::time::timeout(DEADLINE, stats.recv_published())
+                .await
+                .expect("no host statistics counting the refusals")
+                .unwrap();
+            if let Published::Stat(Stat {
+                kind: StatKind::Host(host),
+                ..
+            }) = published
+            {
+                if host.refused >= 2 {
+                    break;
+                }
+            }
         }
     }
 }
