@@ -5,9 +5,8 @@
 //! until it is told to quit or receives SIGTERM/SIGINT. SIGHUP reloads the config;
 //! SIGUSR1 reopens the output files ([`output`]), after an external log rotation.
 //!
-//! Everything runs on one `current_thread` tokio runtime: zmq.rs sockets must not
-//! live on the multi-thread runtime (they deadlock under client churn), and one
-//! thread is plenty for a supervisor whose work is waiting.
+//! Everything runs on one `current_thread` tokio runtime: one thread is plenty for
+//! a supervisor whose work is waiting, and its state needs no locks.
 //!
 //! The agent knows nothing of pools: it is one node, named in every topic it
 //! publishes.

@@ -556,7 +556,7 @@ fn generate(sub: &Sub) -> Option<ExitCode> {
     Some(ExitCode::from(generate::exit_status("nodectl", result)))
 }
 
-/// The single-threaded runtime every zmq.rs socket must run on; None (after
+/// The single-threaded runtime nodectl's one request needs; None (after
 /// saying why) when it cannot be built.
 fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread()

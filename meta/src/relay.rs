@@ -14,9 +14,8 @@
 //!   receive waits at most `stale_after` × the node's stats interval: when nothing
 //!   came in that time, the task tells the main task the node is silent and
 //!   connects afresh. That is what copes with half-open TCP connections and with
-//!   agents that restart (a zmq.rs SUB would reconnect by itself only with a
-//!   backoff of up to 30 s). The old subscriber is read until the fresh one is
-//!   subscribed (make before break), and the copies of what both received are
+//!   agents that restart faster than a SUB's own reconnection would. The old
+//!   subscriber is read until the fresh one is subscribed (make before break), and the copies of what both received are
 //!   dropped, so a node that was only slow repeats nothing and loses nothing the
 //!   old subscription still received. What a node publishes while neither
 //!   subscription delivers (the old one broken, the new one not yet registered by
@@ -38,8 +37,7 @@
 //!   [`POOL_TOPIC`] (`stat.pool`): a [`Stat`] whose `node` is the pool's name and whose
 //!   kind is [`StatKind::Pool`], totals taken over the nodes that are up.
 //!
-//! Everything runs on the caller's `current_thread` tokio runtime (zmq.rs sockets
-//! must not live on the multi-thread one).
+//! Everything runs on the caller's `current_thread` tokio runtime.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;

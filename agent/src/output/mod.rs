@@ -28,7 +28,7 @@
 //! - publishing is limited to [`STREAM_PUBLISH_BYTES_PER_SECOND`] per watcher
 //!   stream and [`PUBLISH_BYTES_PER_SECOND`] for the whole agent, and goes
 //!   through a queue of [`LOG_QUEUE`] batches; lines beyond any of these are
-//!   dropped and counted (zmq.rs does not tell whether anyone subscribed, so lines
+//!   dropped and counted (a PUB socket does not tell whether anyone subscribed, so lines
 //!   are published, and their cost bounded, whether or not anyone listens);
 //! - `capture`'s copy to the agent's own stream goes through a thread of its
 //!   own and a bounded queue, so that a slow terminal or journal never stalls the

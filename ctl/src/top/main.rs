@@ -16,7 +16,7 @@
 //! Structure: one subscriber task per endpoint feeds one channel; one
 //! `tokio::select!` loop over that channel, the terminal's events, a tick and the
 //! termination signals mutates the model and the [`view::View`], then draws. All of
-//! it runs on a `current_thread` runtime, as every zmq.rs socket must. A drop guard
+//! it runs on a `current_thread` runtime. A drop guard
 //! and a panic hook give the terminal back in its normal state; nothing is logged
 //! on the screen (problems with a source show in the view).
 
@@ -424,8 +424,8 @@ fn reachable_pubsub(control: &str, pubsub: &str) -> String {
 }
 
 /// Follows one publish endpoint for as long as nodetop runs: connects (retrying
-/// with a capped backoff), then keeps a `recv` pending, which is what lets a zmq.rs
-/// SUB notice a lost publisher and reconnect. Its problems are reported under the
+/// with a capped backoff), then keeps a `recv` pending; the SUB notices a lost
+/// publisher (heartbeats) and reconnects by itself. Its problems are reported under the
 /// node's name when it is known, else under the endpoint.
 async fn follow(source: Source, feed: mpsc::Sender<Feed>) {
     let endpoint = source.pubsub;
