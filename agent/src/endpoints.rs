@@ -19,13 +19,22 @@ use tracing::warn;
 
 use crate::config::AgentSettings;
 
+/// Who may open the `ipc://` endpoints: the control group, if any, and the
+/// modes of the socket files and of the runtime directory.
+fn access(settings: &AgentSettings) -> (Option<u32>, u32, u32) {
+    match settings.control_group.as_ref() {
+        Some((_, gid)) => (Some(*gid), 0o660, 0o750),
+        None => (None, 0o600, 0o700),
+    }
+}
+
 /// The bounds and the access of both endpoints.
 pub fn limits(settings: &AgentSettings) -> Limits {
-    let group = settings.control_group.as_ref().map(|(_, gid)| *gid);
+    let (group, socket_mode, _) = access(settings);
     Limits {
         max_connections: settings.max_connections,
         max_connections_per_peer: settings.max_connections_per_peer,
-        ipc_mode: Some(if group.is_some() { 0o660 } else { 0o600 }),
+        ipc_mode: Some(socket_mode),
         ipc_group: group,
     }
 }
@@ -44,8 +53,7 @@ pub fn prepare(settings: &AgentSettings) -> anyhow::Result<()> {
     let Some(dir) = Path::new(&path).parent() else {
         return Ok(());
     };
-    let group = settings.control_group.as_ref().map(|(_, gid)| *gid);
-    let mode = if group.is_some() { 0o750 } else { 0o700 };
+    let (group, _, mode) = access(settings);
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;

@@ -14,7 +14,7 @@
 //! blocking call, so [`Monitor`] switches the monitoring off before its reading end
 //! goes away.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,7 +116,6 @@ pub(crate) struct Ledger {
     per_peer: usize,
     open: HashMap<u32, Option<IpAddr>>,
     from: HashMap<IpAddr, usize>,
-    refused: HashSet<u32>,
     counts: ConnectionCounts,
 }
 
@@ -129,7 +128,6 @@ impl Ledger {
             per_peer,
             open: HashMap::new(),
             from: HashMap::new(),
-            refused: HashSet::new(),
             counts: ConnectionCounts::default(),
         }
     }
@@ -142,11 +140,9 @@ impl Ledger {
             self.counts.accepted += 1;
             // A descriptor seen again was closed without its event reaching us.
             self.forget(fd);
-            self.refused.remove(&fd);
             let from_peer = peer.map_or(0, |ip| self.from.get(&ip).copied().unwrap_or(0));
             if self.open.len() >= self.limit || from_peer >= self.per_peer {
                 self.counts.refused += 1;
-                self.refused.insert(fd);
                 return RawFd::try_from(fd).map_or(Verdict::Keep, Verdict::Refuse);
             }
             self.open.insert(fd, peer);
@@ -154,10 +150,10 @@ impl Ledger {
                 *self.from.entry(ip).or_insert(0) += 1;
             }
         } else if event.is(zmq::SocketEvent::DISCONNECTED) {
+            // A refused connection was never open: its end frees nothing.
             if self.forget(fd) {
                 self.counts.closed += 1;
             }
-            self.refused.remove(&fd);
         } else if event.is(zmq::SocketEvent::ACCEPT_FAILED) {
             self.counts.accept_failed += 1;
         } else if event.is(zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL)
