@@ -87,15 +87,8 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
             socket.endpoint()
         );
     }
-    endpoints::prepare(&config.agent).context("cannot prepare the runtime directory")?;
-    let limits = endpoints::limits(&config.agent);
-    let server = ControlServer::bind_with(&config.agent.control, limits)
-        .await
-        .context("cannot open the control endpoint (set [agent] control)")?;
-    let mut publisher = Publisher::bind_with(&config.agent.pubsub, limits)
-        .await
-        .context("cannot open the publish endpoint (set [agent] pubsub)")?;
-    endpoints::warn_if_open(&config.agent);
+    // The gate first: it refuses frames sealed before it exists, and a client may
+    // send one as soon as the endpoint is bound.
     let gate = match &config.agent.keys {
         Some(keys) => {
             info!(
@@ -115,6 +108,15 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
             Gate::open(Codec::default())
         }
     };
+    endpoints::prepare(&config.agent).context("cannot prepare the runtime directory")?;
+    let limits = endpoints::limits(&config.agent);
+    let server = ControlServer::bind_with(&config.agent.control, limits)
+        .await
+        .context("cannot open the control endpoint (set [agent] control)")?;
+    let mut publisher = Publisher::bind_with(&config.agent.pubsub, limits)
+        .await
+        .context("cannot open the publish endpoint (set [agent] pubsub)")?;
+    endpoints::warn_if_open(&config.agent);
     publisher.seal_with(gate.publication_key().cloned());
     let (events, queue) = mpsc::channel(PUBLISH_QUEUE);
     let stats_interval = config.agent.stats_interval;

@@ -862,6 +862,8 @@ pub struct Subscriber {
     socket: Arc<AsyncSocket>,
     codec: Codec,
     keys: Option<(Keyring, ReplayGuard)>,
+    /// When it started to connect: bodies sealed before are refused.
+    started_ms: u64,
 }
 
 impl Subscriber {
@@ -873,6 +875,7 @@ impl Subscriber {
         prefixes: &[&str],
         timeout: Duration,
     ) -> Result<Self, TransportError> {
+        let started_ms = seal::now_ms();
         let connect_error = |reason: String| TransportError::Connect {
             endpoint: endpoint.to_string(),
             reason,
@@ -886,6 +889,7 @@ impl Subscriber {
             socket,
             codec: Codec::default(),
             keys: None,
+            started_ms,
         })
     }
 
@@ -895,7 +899,7 @@ impl Subscriber {
     pub fn with_keys(mut self, keys: Option<Keyring>) -> Self {
         self.keys = keys.map(|k| {
             let guard = ReplayGuard::new(seal::DEFAULT_REPLAY_WINDOW)
-                .refusing_before(seal::now_ms(), false);
+                .refusing_before(self.started_ms, false);
             (k, guard)
         });
         self
