@@ -1934,11 +1934,9 @@ mod tests {
 
     fn watcher(name: &str, state: WatcherState) -> WatcherStatus {
         WatcherStatus {
-            name: name.into(),
-            state,
             processes: 1,
             numprocesses: 1,
-            last_error: None,
+            ..WatcherStatus::new(name, state)
         }
     }
 

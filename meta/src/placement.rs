@@ -382,11 +382,9 @@ mod tests {
         let labels: BTreeMap<String, String> = [("zone".to_string(), zone.to_string())].into();
         let watchers = if worker > 0 {
             vec![WatcherStatus {
-                name: "worker".into(),
-                state: WatcherState::Active,
                 processes: worker,
                 numprocesses: worker,
-                last_error: None,
+                ..WatcherStatus::new("worker", WatcherState::Active)
             }]
         } else {
             Vec::new()

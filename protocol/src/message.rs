@@ -13,6 +13,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::ExitInfo;
+
 /// One request from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -710,19 +712,85 @@ pub struct WatcherStatus {
     pub numprocesses: u32,
     /// The last error while starting or running it, if any.
     pub last_error: Option<String>,
+    /// Processes the agent replaced after they exited by themselves.
+    #[serde(default)]
+    pub restarts: u64,
+    /// The last time one of its processes ended by itself.
+    #[serde(default)]
+    pub last_exit: Option<LastExit>,
+    /// Slots waiting out a backoff before their process is started again.
+    #[serde(default)]
+    pub backoff: Vec<SlotBackoff>,
+    /// Slots whose process ended and that stay empty by the restart policy
+    /// (`restart = "on-failure"` after a success code, or `"never"`).
+    #[serde(default)]
+    pub exited: Vec<LastExit>,
 }
 
-/// One process of a watcher.
+impl WatcherStatus {
+    /// A line with no restart history.
+    pub fn new(name: impl Into<String>, state: WatcherState) -> Self {
+        WatcherStatus {
+            name: name.into(),
+            state,
+            processes: 0,
+            numprocesses: 0,
+            last_error: None,
+            restarts: 0,
+            last_exit: None,
+            backoff: Vec::new(),
+            exited: Vec::new(),
+        }
+    }
+}
+
+/// How and when a process ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LastExit {
+    /// Its pid.
+    pub pid: u32,
+    /// Its slot.
+    pub wid: u32,
+    /// Exit code or signal.
+    pub exit: ExitInfo,
+    /// When, seconds since the Unix epoch.
+    pub time: f64,
+    /// Seconds it ran.
+    pub uptime: f64,
+}
+
+/// A slot that is backing off after quick crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SlotBackoff {
+    /// The slot.
+    pub wid: u32,
+    /// Quick crashes in a row.
+    pub crashes: u32,
+    /// Seconds until its process is started again.
+    pub remaining: f64,
+}
+
+/// One process of a watcher, or one of its slots that waits out a backoff
+/// (`state` = `backoff`, `pid` 0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
-    /// Operating-system process id.
+    /// Operating-system process id (0 for a slot backing off).
     pub pid: u32,
     /// Worker id, 1..n, stable per slot.
     pub wid: u32,
     /// Start time, seconds since the Unix epoch.
     pub started: f64,
-    /// `running` or `stopping`.
+    /// `running`, `stopping` or `backoff`.
     pub state: String,
+    /// Times the agent restarted this slot after its process exited by itself.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the slot's previous process ended.
+    #[serde(default)]
+    pub last_exit: Option<LastExit>,
+    /// For a slot backing off: seconds until it is started again.
+    #[serde(default)]
+    pub retry_in: Option<f64>,
 }
 
 /// What a state-changing command did.

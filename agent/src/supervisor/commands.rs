@@ -190,6 +190,7 @@ impl Agent {
             processes: u32::try_from(w.procs.len()).unwrap_or(u32::MAX),
             numprocesses: w.config.numprocesses,
             last_error: w.last_error.clone(),
+            ..WatcherStatus::new(name.clone(), w.state)
         };
         match name {
             Some(name) => state
@@ -234,6 +235,9 @@ impl Agent {
                     wid: p.wid,
                     started: now_secs(p.started),
                     state: if p.stopping { "stopping" } else { "running" }.into(),
+                    restarts: 0,
+                    last_exit: None,
+                    retry_in: None,
                 })
                 .collect();
             list.sort_by_key(|p| (p.wid, p.pid));
