@@ -36,7 +36,9 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ringmaster_protocol::message::{ChangeReport, SocketInfo, WatcherState, WatcherStatus};
+use ringmaster_protocol::message::{
+    ChangeReport, ProcessInfo, SocketInfo, WatcherState, WatcherStatus,
+};
 use ringmaster_protocol::stats::ProcessStats;
 use ringmaster_protocol::transport::{Incoming, Replier};
 use ringmaster_protocol::{
@@ -1293,7 +1295,11 @@ async fn signal_children(
     )
     .await?
     {
-        Response::Processes(list) => list.into_iter().map(|p| p.pid).collect(),
+        Response::Processes(list) => list
+            .into_iter()
+            .filter(ProcessInfo::is_process)
+            .map(|p| p.pid)
+            .collect(),
         other => return Err(unexpected("list", &other)),
     };
     let targets = match pid {
@@ -1374,7 +1380,11 @@ async fn run(agent: &Rc<Agent>, call: Call, detached: bool) -> Result<Payload, C
             match ask(agent, Command::List { name: Some(name) }).await? {
                 Response::Processes(list) => Ok(one(
                     "pids",
-                    list.iter().map(|p| p.pid).collect::<Vec<_>>().into(),
+                    list.iter()
+                        .filter(|p| p.is_process())
+                        .map(|p| p.pid)
+                        .collect::<Vec<_>>()
+                        .into(),
                 )),
                 other => Err(unexpected("list", &other)),
             }

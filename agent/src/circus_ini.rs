@@ -2675,7 +2675,7 @@ mod tests {
             ]
         );
         // Without the Flapping plugin, Circus never gives up on a crashing process.
-        assert!(!w.check_flapping);
+        assert!(!w.flapping_enabled());
         let text = warnings(&config);
         assert!(
             text.contains("circus.ini:6: '[circus] check_delay'"),
@@ -2698,19 +2698,19 @@ mod tests {
         )
         .unwrap();
         let a = &config.watchers["a"];
-        assert!(a.check_flapping);
+        assert!(a.flapping_enabled());
         assert_eq!(
             (
                 a.flapping_attempts,
                 a.flapping_window,
                 a.retry_in,
-                a.max_retry
+                a.max_retry()
             ),
             (3, 6.0, 9.0, -1)
         );
         let b = &config.watchers["b"];
-        assert_eq!((b.flapping_attempts, b.max_retry), (5, 2));
-        assert!(!config.watchers["c"].check_flapping);
+        assert_eq!((b.flapping_attempts, b.max_retry()), (5, 2));
+        assert!(!config.watchers["c"].flapping_enabled());
         let text = warnings(&config);
         assert!(text.contains("detects flapping itself"), "{text}");
         assert!(

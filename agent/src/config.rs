@@ -548,6 +548,29 @@ impl<'de> Deserialize<'de> for Args {
     }
 }
 
+/// Which exits of a process are replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartMode {
+    /// Every exit the agent did not ask for.
+    #[default]
+    Always,
+    /// Exits with a code not in `success_exit_codes`, and deaths by a signal.
+    OnFailure,
+    /// None: a slot whose process ended stays empty.
+    Never,
+}
+
+impl std::fmt::Display for RestartMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestartMode::Always => "always",
+            RestartMode::OnFailure => "on-failure",
+            RestartMode::Never => "never",
+        })
+    }
+}
+
 /// `[watchers.NAME]`: a named group of identical processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -581,9 +604,17 @@ pub struct WatcherConfig {
     /// Send the stop signal to the whole process group, not only the process.
     #[serde(default)]
     pub stop_children: bool,
-    /// Replace processes that exit.
+    /// Replace processes that exit (Circus's option; `false` is `restart = "never"`).
     #[serde(default = "yes")]
     pub respawn: bool,
+    /// Which exits are replaced: `always`, `on-failure` (not a success exit code)
+    /// or `never`.
+    #[serde(default)]
+    pub restart: RestartMode,
+    /// Exit codes that count as success, for `restart = "on-failure"` and for
+    /// telling a normal exit from a crash.
+    #[serde(default = "success_codes")]
+    pub success_exit_codes: Vec<i32>,
     /// Start with the agent (and with a name-less `start`).
     #[serde(default = "yes")]
     pub autostart: bool,
@@ -597,12 +628,13 @@ pub struct WatcherConfig {
     #[serde(default)]
     pub singleton: bool,
     /// Flapping: how many times the watcher is retried before the agent gives up
-    /// (-1: forever).
-    #[serde(default = "five")]
-    pub max_retry: i64,
-    /// Detect flapping at all.
-    #[serde(default = "yes")]
-    pub check_flapping: bool,
+    /// (-1: forever). Setting it turns flapping detection on. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry: Option<i64>,
+    /// Detect flapping at all (stop the watcher, retry, give up). Default: only
+    /// when `max_retry` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_flapping: Option<bool>,
     /// Flapping: this many unexpected exits ...
     #[serde(default = "two")]
     pub flapping_attempts: u32,
@@ -619,9 +651,10 @@ pub struct WatcherConfig {
     /// Cap on the backoff, in seconds.
     #[serde(default = "thirty")]
     pub backoff_max: f64,
-    /// A process that ran this many seconds was healthy: its slot's backoff resets.
-    #[serde(default = "ten")]
-    pub healthy_after: f64,
+    /// A process that ran this many seconds had a normal run: its exit is replaced
+    /// at once and its slot's backoff resets. A failure before it is a quick crash.
+    #[serde(default = "five_f", alias = "healthy_after")]
+    pub min_uptime: f64,
     /// Give processes /dev/null as stdin.
     #[serde(default = "yes")]
     pub close_child_stdin: bool,
@@ -775,17 +808,17 @@ fn one() -> u32 {
 fn two() -> u32 {
     2
 }
-fn five() -> i64 {
-    5
-}
 fn one_f() -> f64 {
     1.0
 }
 fn seven() -> f64 {
     7.0
 }
-fn ten() -> f64 {
-    10.0
+fn five_f() -> f64 {
+    5.0
+}
+fn success_codes() -> Vec<i32> {
+    vec![0]
 }
 fn tenth() -> f64 {
     0.1
@@ -808,6 +841,8 @@ pub const LIVE_OPTIONS: &[&str] = &[
     "graceful_timeout",
     "stop_children",
     "respawn",
+    "restart",
+    "success_exit_codes",
     "autostart",
     "warmup_delay",
     "priority",
@@ -819,7 +854,7 @@ pub const LIVE_OPTIONS: &[&str] = &[
     "retry_in",
     "backoff_initial",
     "backoff_max",
-    "healthy_after",
+    "min_uptime",
     "max_age",
     "max_age_variance",
     "hooks",
@@ -867,6 +902,30 @@ impl WatcherConfig {
         WatcherConfig::from_options(&options)
     }
 
+    /// Which exits are replaced, `respawn = false` included.
+    pub fn restart_mode(&self) -> RestartMode {
+        if self.respawn {
+            self.restart
+        } else {
+            RestartMode::Never
+        }
+    }
+
+    /// Whether flapping detection is on: when asked for, or when `max_retry` is set.
+    pub fn flapping_enabled(&self) -> bool {
+        self.check_flapping.unwrap_or(self.max_retry.is_some())
+    }
+
+    /// Flapping retries before the agent gives up (-1: forever).
+    pub fn max_retry(&self) -> i64 {
+        self.max_retry.unwrap_or(5)
+    }
+
+    /// Whether `code` is one of the success exit codes.
+    pub fn is_success(&self, code: i32) -> bool {
+        self.success_exit_codes.contains(&code)
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, message: String| Err(ConfigError::key(key, message));
@@ -892,7 +951,7 @@ impl WatcherConfig {
             ("retry_in", self.retry_in),
             ("backoff_initial", self.backoff_initial),
             ("backoff_max", self.backoff_max),
-            ("healthy_after", self.healthy_after),
+            ("min_uptime", self.min_uptime),
             ("max_age", self.max_age),
             ("max_age_variance", self.max_age_variance),
         ] {
@@ -903,8 +962,18 @@ impl WatcherConfig {
                 );
             }
         }
-        if self.max_retry < -1 {
+        if self.max_retry.is_some_and(|n| n < -1) {
             return fail("max_retry", "must be -1 (forever) or a count >= 0".into());
+        }
+        if let Some(code) = self
+            .success_exit_codes
+            .iter()
+            .find(|c| !(0..=255).contains(*c))
+        {
+            return fail(
+                "success_exit_codes",
+                format!("has {code}; exit codes are 0 to 255"),
+            );
         }
         if self.flapping_attempts == 0 {
             return fail(
@@ -1437,7 +1506,7 @@ mod tests {
                 w.flapping_attempts,
                 w.flapping_window,
                 w.retry_in,
-                w.max_retry
+                w.max_retry()
             ),
             (2, 1.0, 7.0, 5)
         );

@@ -3,11 +3,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ringmaster_protocol::message::{
-    ChangeReport, ConnectionCounts, ExecOutput, NodeInfo, ProcessInfo, SocketInfo, StatsReport,
-    WatcherStatus,
+    ChangeReport, ConnectionCounts, ExecOutput, LastExit, NodeInfo, ProcessInfo, SocketInfo,
+    StatsReport, WatcherStatus,
 };
 use ringmaster_protocol::stats::ProcessStats;
-use ringmaster_protocol::{Command, OptionMap, OptionValue, Response};
+use ringmaster_protocol::{Command, ExitInfo, OptionMap, OptionValue, Response, Signal};
 use serde::Serialize;
 
 /// Prints `response` to `command`.
@@ -130,36 +130,104 @@ pub fn socket_rows(list: &[SocketInfo]) -> Vec<Vec<String>> {
 }
 
 fn print_status(list: &[WatcherStatus]) {
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|w| {
-            vec![
-                w.name.clone(),
-                w.state.to_string(),
-                format!("{}/{}", w.processes, w.numprocesses),
-                w.last_error.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    table(&["WATCHER", "STATE", "PROCESSES", "LAST ERROR"], &rows);
+    let rows: Vec<Vec<String>> = list.iter().map(status_row).collect();
+    table(&STATUS_COLUMNS, &rows);
+}
+
+/// The columns of `status`.
+pub const STATUS_COLUMNS: [&str; 6] = [
+    "WATCHER",
+    "STATE",
+    "PROCESSES",
+    "RESTARTS",
+    "LAST EXIT",
+    "LAST ERROR",
+];
+
+/// One `status` row: alive/wanted with the slots that wait, restarts, the last exit.
+pub fn status_row(w: &WatcherStatus) -> Vec<String> {
+    let mut processes = format!("{}/{}", w.processes, w.numprocesses);
+    let mut notes = Vec::new();
+    if let Some(next) = w.backoff.first() {
+        notes.push(format!(
+            "{} backing off, next in {:.1} s",
+            w.backoff.len(),
+            next.remaining
+        ));
+    }
+    if !w.exited.is_empty() {
+        let mut codes: Vec<String> = w.exited.iter().map(|e| exit_word(&e.exit)).collect();
+        codes.dedup();
+        notes.push(format!("{} exited {}", w.exited.len(), codes.join(",")));
+    }
+    if !notes.is_empty() {
+        processes = format!("{processes} ({})", notes.join("; "));
+    }
+    vec![
+        w.name.clone(),
+        w.state.to_string(),
+        processes,
+        w.restarts.to_string(),
+        w.last_exit
+            .as_ref()
+            .map_or_else(|| "-".into(), last_exit_text),
+        w.last_error.clone().unwrap_or_default(),
+    ]
+}
+
+/// `exit 1, wid 3, 4.2s ago`, `SIGKILL, wid 1, 2m05s ago`.
+fn last_exit_text(exit: &LastExit) -> String {
+    let how = match exit.exit.code {
+        Some(code) => format!("exit {code}"),
+        None => exit_word(&exit.exit),
+    };
+    format!(
+        "{how}, wid {}, {} ago",
+        exit.wid,
+        human_duration(now_secs() - exit.time)
+    )
+}
+
+/// `0`, `1` for exit codes, `SIGKILL` for a signal.
+fn exit_word(exit: &ExitInfo) -> String {
+    match (exit.code, exit.signal) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(sig)) => {
+            Signal::from_number(sig).map_or_else(|| format!("signal {sig}"), |s| s.to_string())
+        }
+        (None, None) => "?".into(),
+    }
+}
+
+/// The columns of `list NAME`.
+pub const PROCESS_COLUMNS: [&str; 6] = ["WID", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT"];
+
+/// One `list NAME` row; a slot backing off shows the time left.
+pub fn process_row(p: &ProcessInfo, now: f64) -> Vec<String> {
+    let (pid, state, uptime) = match p.retry_in {
+        Some(left) if p.pid == 0 => ("-".into(), format!("backoff {left:.1}s"), "-".into()),
+        _ => (
+            p.pid.to_string(),
+            p.state.clone(),
+            human_duration(now - p.started),
+        ),
+    };
+    vec![
+        p.wid.to_string(),
+        pid,
+        state,
+        uptime,
+        p.restarts.to_string(),
+        p.last_exit
+            .as_ref()
+            .map_or_else(|| "-".into(), last_exit_text),
+    ]
 }
 
 fn print_processes(list: &[ProcessInfo]) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|p| {
-            vec![
-                p.wid.to_string(),
-                p.pid.to_string(),
-                p.state.clone(),
-                human_duration(now - p.started),
-            ]
-        })
-        .collect();
-    table(&["WID", "PID", "STATE", "UPTIME"], &rows);
+    let now = now_secs();
+    let rows: Vec<Vec<String>> = list.iter().map(|p| process_row(p, now)).collect();
+    table(&PROCESS_COLUMNS, &rows);
 }
 
 fn print_changes(command: &Command, report: &ChangeReport) {

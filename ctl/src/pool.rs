@@ -314,17 +314,8 @@ fn report(pool: &Pool, command: &Command, results: &[NodeResult], json: bool) ->
 fn rows_of(command: &Command, response: &Response) -> (Vec<&'static str>, Vec<Vec<String>>) {
     match response {
         Response::Status(list) => (
-            vec!["WATCHER", "STATE", "PROCESSES", "LAST ERROR"],
-            list.iter()
-                .map(|w| {
-                    vec![
-                        w.name.clone(),
-                        w.state.to_string(),
-                        format!("{}/{}", w.processes, w.numprocesses),
-                        w.last_error.clone().unwrap_or_default(),
-                    ]
-                })
-                .collect(),
+            output::STATUS_COLUMNS.to_vec(),
+            list.iter().map(output::status_row).collect(),
         ),
         Response::Watchers(names) => (
             vec!["WATCHER"],
@@ -333,17 +324,8 @@ fn rows_of(command: &Command, response: &Response) -> (Vec<&'static str>, Vec<Ve
         Response::Processes(list) => {
             let now = output::now_secs();
             (
-                vec!["WID", "PID", "STATE", "UPTIME"],
-                list.iter()
-                    .map(|p| {
-                        vec![
-                            p.wid.to_string(),
-                            p.pid.to_string(),
-                            p.state.clone(),
-                            human_duration(now - p.started),
-                        ]
-                    })
-                    .collect(),
+                output::PROCESS_COLUMNS.to_vec(),
+                list.iter().map(|p| output::process_row(p, now)).collect(),
             )
         }
         Response::Changes(report) => (

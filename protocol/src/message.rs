@@ -793,6 +793,13 @@ pub struct ProcessInfo {
     pub retry_in: Option<f64>,
 }
 
+impl ProcessInfo {
+    /// Whether this entry is a live process (not a slot waiting out a backoff).
+    pub fn is_process(&self) -> bool {
+        self.pid != 0
+    }
+}
+
 /// What a state-changing command did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChangeReport {

@@ -525,7 +525,11 @@ impl TestAgent {
             })
             .await
         {
-            Response::Processes(list) => list.into_iter().map(|p| p.pid).collect(),
+            Response::Processes(list) => list
+                .into_iter()
+                .filter(|p| p.is_process())
+                .map(|p| p.pid)
+                .collect(),
             other => panic!("unexpected reply to list: {other:?}"),
         }
     }

@@ -1,8 +1,9 @@
 //! The commands of the control protocol, each on top of the supervisor's
 //! lifecycle operations: `handle` runs one to completion and says what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::time::Instant;
 
 use ringmaster_protocol::message::{
     ChangeReport, ExecOutput, NodeInfo, ProcessInfo, StatsReport, WatcherState, WatcherStatus,
@@ -184,13 +185,17 @@ impl Agent {
 
     fn status(&self, name: Option<&str>) -> CmdResult<Vec<WatcherStatus>> {
         let state = self.state.borrow();
+        let now = Instant::now();
         let line = |name: &String, w: &Watcher| WatcherStatus {
             name: name.clone(),
             state: w.state,
             processes: u32::try_from(w.procs.len()).unwrap_or(u32::MAX),
             numprocesses: w.config.numprocesses,
             last_error: w.last_error.clone(),
-            ..WatcherStatus::new(name.clone(), w.state)
+            restarts: w.restarts.restarts(),
+            last_exit: w.restarts.last_exit(),
+            backoff: w.restarts.backing_off(now),
+            exited: w.restarts.exited().map(|(_, exit)| *exit).collect(),
         };
         match name {
             Some(name) => state
@@ -235,11 +240,27 @@ impl Agent {
                     wid: p.wid,
                     started: now_secs(p.started),
                     state: if p.stopping { "stopping" } else { "running" }.into(),
-                    restarts: 0,
-                    last_exit: None,
+                    restarts: w.restarts.slot_restarts(p.wid),
+                    last_exit: w.restarts.slot_last_exit(p.wid),
                     retry_in: None,
                 })
                 .collect();
+            let live: BTreeSet<u32> = list.iter().map(|p| p.wid).collect();
+            list.extend(
+                w.restarts
+                    .backing_off(Instant::now())
+                    .into_iter()
+                    .filter(|slot| !live.contains(&slot.wid))
+                    .map(|slot| ProcessInfo {
+                        pid: 0,
+                        wid: slot.wid,
+                        started: 0.0,
+                        state: "backoff".into(),
+                        restarts: w.restarts.slot_restarts(slot.wid),
+                        last_exit: w.restarts.slot_last_exit(slot.wid),
+                        retry_in: Some(slot.remaining),
+                    }),
+            );
             list.sort_by_key(|p| (p.wid, p.pid));
             list
         })

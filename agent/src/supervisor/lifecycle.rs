@@ -40,6 +40,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use super::{send_signal, Agent, CmdResult};
+use crate::config::RestartMode;
 use crate::hooks::{HookFailure, HookJob, HookPoint, HookSubject};
 use crate::spawn::{SpawnError, SpawnVars};
 
@@ -261,7 +262,7 @@ impl Agent {
                     Recheck::Command => w.supervised() && !used,
                     Recheck::Fill => {
                         w.state == WatcherState::Active
-                            && w.config.respawn
+                            && w.config.restart_mode() != RestartMode::Never
                             && !used
                             && w.running_count() + w.pending.len() < w.config.numprocesses as usize
                     }

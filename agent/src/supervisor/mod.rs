@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ringmaster_protocol::message::{ChangeReport, WatcherState};
+use ringmaster_protocol::message::{ChangeReport, LastExit, WatcherState};
 use ringmaster_protocol::seal::RefusalCounts;
 use ringmaster_protocol::stats::{Stat, StatKind};
 use ringmaster_protocol::transport::ConnectionCounter;
@@ -28,7 +28,7 @@ use ringmaster_protocol::{Codec, ErrorKind, ErrorReply, Event, EventKind, ExitIn
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AgentSettings, Config, WatcherConfig};
+use crate::config::{AgentSettings, Config, RestartMode, WatcherConfig};
 use crate::hooks::{HookPoint, HookSubject};
 use crate::nodeinfo::HostProbe;
 use crate::output::OutputService;
@@ -67,11 +67,15 @@ struct Exited {
     wid: u32,
     exit: ExitInfo,
     expected: bool,
+    /// It exited with one of the watcher's success codes.
+    success: bool,
     uptime: Duration,
     /// What the restart policy says, for an unexpected exit.
     verdict: Option<Verdict>,
-    /// It was the last process of a watcher without respawn.
+    /// It was the last process of a watcher whose policy leaves slots empty.
     all_gone: bool,
+    /// Processes it started are still alive in its process group.
+    leftovers: bool,
 }
 
 struct Proc {
@@ -229,6 +233,17 @@ fn send_signal(pid: u32, signal: Signal, group: bool) -> Result<(), nix::Error> 
         Err(nix::Error::ESRCH) => Ok(()),
         other => other,
     }
+}
+
+/// Whether any process is left in process group `group`.
+fn group_alive(group: u32) -> bool {
+    let Ok(raw) = i32::try_from(group) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), None),
+        Err(nix::Error::ESRCH)
+    )
 }
 
 impl Agent {
@@ -593,16 +608,18 @@ impl Agent {
             let Some(w) = state.watchers.get(name) else {
                 return;
             };
-            if w.state != WatcherState::Active || !w.config.respawn {
+            if w.state != WatcherState::Active || w.config.restart_mode() == RestartMode::Never {
                 return;
             }
             let target = w.config.numprocesses as usize;
-            let mut missing = target.saturating_sub(w.running_count() + w.pending.len());
+            let empty = w.restarts.exited().count();
+            let mut missing = target.saturating_sub(w.running_count() + w.pending.len() + empty);
             let used: BTreeSet<u32> = w
                 .procs
                 .values()
                 .map(|p| p.wid)
                 .chain(w.pending.iter().copied())
+                .chain(w.restarts.exited().map(|(wid, _)| *wid))
                 .collect();
             let mut to_spawn = Vec::new();
             let mut wake: Option<Instant> = None;
@@ -653,17 +670,13 @@ impl Agent {
         );
         let verdict = self.with_watcher(name, |w| {
             w.last_error = Some(message.clone());
-            w.restarts.on_unexpected_exit(
-                &w.config,
-                wid,
-                Duration::ZERO,
-                Instant::now(),
-                fastrand::f64(),
-            )
+            w.restarts
+                .on_spawn_failure(&w.config, wid, Instant::now(), fastrand::f64())
         });
         match verdict {
             // Never retry a failed spawn in the same turn: go through a timer.
-            Ok(Verdict::Respawn(delay)) => self.fill_at(name, Instant::now() + delay),
+            Ok(Verdict::Replace) => self.fill_at(name, Instant::now()),
+            Ok(Verdict::Backoff(delay)) => self.fill_at(name, Instant::now() + delay),
             Ok(verdict) => self.act_on(name, verdict),
             Err(_) => {}
         }
@@ -691,28 +704,29 @@ impl Agent {
             // The leader is gone; make sure nothing it started lingers in its group.
             let _ = send_signal(pid, Signal::Kill, true);
         }
-        let verdict = if !expected && w.supervised() {
-            if w.config.respawn {
-                Some(w.restarts.on_unexpected_exit(
-                    &w.config,
-                    proc.wid,
-                    uptime,
-                    Instant::now(),
-                    fastrand::f64(),
-                ))
-            } else {
-                None
-            }
-        } else {
-            None
+        let record = LastExit {
+            pid,
+            wid: proc.wid,
+            exit,
+            time: now_secs(SystemTime::now()),
+            uptime: uptime.as_secs_f64(),
         };
-        // Without respawn, a watcher whose last process is gone is stopped (as
-        // in Circus).
+        let verdict = (!expected && w.supervised()).then(|| {
+            w.restarts
+                .on_exit(&w.config, record, uptime, Instant::now(), fastrand::f64())
+        });
+        // Descendants the leader left behind in its group go before its slot is
+        // filled again.
+        let leftovers = !expected && group_alive(pid);
+        let success = exit.code.is_some_and(|code| w.config.is_success(code));
+        // A watcher whose policy leaves its slots empty is stopped once its last
+        // process is gone (as Circus does without respawn).
         let all_gone = w.state == WatcherState::Active
-            && !w.config.respawn
+            && w.config.restart_mode() != RestartMode::Always
             && w.config.numprocesses > 0
             && w.running_count() == 0
-            && w.pending.is_empty();
+            && w.pending.is_empty()
+            && w.restarts.backing_off(Instant::now()).is_empty();
         if all_gone {
             w.state = WatcherState::Stopped;
         }
@@ -724,9 +738,11 @@ impl Agent {
             wid: proc.wid,
             exit,
             expected,
+            success,
             uptime,
             verdict,
             all_gone,
+            leftovers,
         };
         if reap_hooks {
             // The hooks run around the rest; whoever waits for this exit (a stop)
@@ -750,9 +766,11 @@ impl Agent {
             wid,
             exit,
             expected,
+            success,
             uptime,
             verdict,
             all_gone,
+            leftovers,
         } = exited;
         self.emit(
             name,
@@ -764,8 +782,13 @@ impl Agent {
                 uptime: uptime.as_secs_f64(),
             },
         );
-        if !expected {
-            info!(watcher = %name, pid, wid, "process exited: {exit}");
+        let ran = uptime.as_secs_f64();
+        if expected {
+            info!(watcher = %name, pid, wid, "process stopped: {exit}");
+        } else if success {
+            info!(watcher = %name, pid, wid, "process exited by itself after {ran:.1}s: {exit}");
+        } else {
+            warn!(watcher = %name, pid, wid, "process exited by itself after {ran:.1}s: {exit}");
         }
         // An on_demand watcher waits for the next connection instead.
         if all_gone && !self.wait_again(name) {
@@ -773,8 +796,62 @@ impl Agent {
             self.emit(name, EventKind::Stop {});
             self.hook_in_background(name, HookPoint::AfterStop);
         }
-        if let Some(verdict) = verdict {
-            self.act_on(name, verdict);
+        match verdict {
+            Some(verdict) if leftovers => {
+                let agent = Rc::clone(self);
+                let name = name.to_string();
+                tokio::task::spawn_local(async move {
+                    agent.stop_leftovers(&name, pid).await;
+                    agent.act_on(&name, verdict);
+                });
+            }
+            Some(verdict) => self.act_on(name, verdict),
+            None if leftovers => {
+                let agent = Rc::clone(self);
+                let name = name.to_string();
+                tokio::task::spawn_local(async move { agent.stop_leftovers(&name, pid).await });
+            }
+            None => {}
+        }
+    }
+
+    /// Stops what a leader that exited by itself left in its process group: the
+    /// stop signal, then SIGKILL after `graceful_timeout`.
+    async fn stop_leftovers(&self, name: &str, group: u32) {
+        let (signal, graceful) = self
+            .with_watcher(name, |w| {
+                (
+                    w.config.stop_signal,
+                    Duration::from_secs_f64(w.config.graceful_timeout),
+                )
+            })
+            .unwrap_or((Signal::Term, Duration::ZERO));
+        info!(
+            watcher = name,
+            group, "stopping what process {group} left in its group"
+        );
+        if let Err(e) = send_signal(group, signal, true) {
+            warn!(
+                watcher = name,
+                group, "cannot send {signal} to the group: {e}"
+            );
+        }
+        let deadline = Instant::now() + graceful;
+        let mut pause = Duration::from_millis(1);
+        while group_alive(group) && Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        if group_alive(group) {
+            warn!(
+                watcher = name,
+                group, "killing what is left of group {group}"
+            );
+            let _ = send_signal(group, Signal::Kill, true);
+            let deadline = Instant::now() + KILL_WAIT;
+            while group_alive(group) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
@@ -808,8 +885,16 @@ impl Agent {
 
     fn act_on(self: &Rc<Self>, name: &str, verdict: Verdict) {
         match verdict {
-            Verdict::Respawn(delay) if delay.is_zero() => self.fill(name),
-            Verdict::Respawn(delay) => self.fill_at(name, Instant::now() + delay),
+            Verdict::Replace => self.fill(name),
+            Verdict::Backoff(delay) => {
+                info!(
+                    watcher = name,
+                    "a slot crashed quickly again: backing off {:.1}s",
+                    delay.as_secs_f64()
+                );
+                self.fill_at(name, Instant::now() + delay);
+            }
+            Verdict::LeaveEmpty | Verdict::Stopping => {}
             Verdict::Flapping { attempt, retry_in } => {
                 let window = self
                     .with_watcher(name, |w| {
@@ -1154,6 +1239,7 @@ impl Agent {
     async fn scale_to(self: &Rc<Self>, name: &str, target: u32) -> CmdResult<ChangeReport> {
         let (active, running, mut by_age) = self.with_watcher(name, |w| {
             w.config.numprocesses = target;
+            w.restarts.forget_slots_above(target);
             let mut by_age: Vec<(Instant, u32)> =
                 w.running().map(|(pid, p)| (p.since, *pid)).collect();
             by_age.sort();
