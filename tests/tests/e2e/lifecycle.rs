@@ -492,3 +492,48 @@ async fn repeated_crashes_of_a_slot_back_off_exponentially() {
         })
         .await;
 }
+
+/// A worker that forks children into its group and exits by itself: the children
+/// are stopped before its slot is filled again, so respawns do not pile them up.
+#[tokio::test]
+async fn a_leader_that_exits_by_itself_takes_its_group_with_it() {
+    let agent = TestAgent::start(
+        "leftovers",
+        r#"
+[watchers.forker]
+cmd = "sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do sleep 300 & done; sleep 0.5; exit 0'"
+graceful_timeout = 2
+"#,
+    );
+    let first = agent.wait_pids("forker", 1).await[0];
+    wait_for("the first leader's ten children", DEADLINE, || async {
+        group_members(first).len() >= 10
+    })
+    .await;
+    let children: Vec<u32> = group_members(first)
+        .into_iter()
+        .filter(|pid| *pid != first)
+        .collect();
+    assert!(children.len() >= 10, "children of {first}: {children:?}");
+    wait_for("a second leader", DEADLINE, || async {
+        agent.pids("forker").await.iter().any(|pid| *pid != first)
+    })
+    .await;
+    wait_for(
+        "the first leader's children to be stopped",
+        DEADLINE,
+        || async { children.iter().all(|pid| !pid_alive(*pid)) },
+    )
+    .await;
+    let Response::Status(status) = agent
+        .call(Command::Status {
+            name: Some("forker".into()),
+        })
+        .await
+    else {
+        panic!("status forker");
+    };
+    assert!(status[0].restarts >= 1, "{status:?}");
+    let last = status[0].last_exit.expect("a leader's exit");
+    assert_eq!(last.exit.code, Some(0), "{status:?}");
+}
