@@ -879,15 +879,22 @@ impl WatcherConfig {
         })
     }
 
-    /// Every option with its value, as `options` shows them.
+    /// Every option with its value, as `options` shows them. The flapping options
+    /// show what is in effect, so that a `set` built on them changes nothing else.
     pub fn to_options(&self) -> OptionMap {
-        match toml::Value::try_from(self) {
+        let mut options: OptionMap = match toml::Value::try_from(self) {
             Ok(toml::Value::Table(table)) => table
                 .into_iter()
                 .map(|(k, v)| (k, toml_to_option(v)))
                 .collect(),
             _ => OptionMap::new(),
-        }
+        };
+        options.insert(
+            "check_flapping".into(),
+            OptionValue::Bool(self.flapping_enabled()),
+        );
+        options.insert("max_retry".into(), OptionValue::Int(self.max_retry()));
+        options
     }
 
     /// This config with `changes` applied, checked as a whole.

@@ -295,10 +295,13 @@ async fn a_failing_before_spawn_skips_that_spawn_and_the_policy_retries() {
 }
 
 #[tokio::test]
-async fn a_before_spawn_that_always_fails_ends_in_flapping() {
+async fn a_before_spawn_that_always_fails_ends_in_flapping_when_flapping_is_on() {
     let agent = TestAgent::start(
         "bspawn2",
-        &web("numprocesses = 2\nretry_in = 60", "before_spawn = 'exit 1'"),
+        &web(
+            "numprocesses = 2\nretry_in = 60\ncheck_flapping = true",
+            "before_spawn = 'exit 1'",
+        ),
     );
     let mut events = agent.events("event.bspawn2.web.").await;
     agent.call(start("web")).await;
