@@ -879,16 +879,22 @@ impl WatcherConfig {
         })
     }
 
-    /// Every option with its value, as `options` shows them. The flapping options
-    /// show what is in effect, so that a `set` built on them changes nothing else.
+    /// Every option that is set, with its value: `from_options` gives this config
+    /// back.
     pub fn to_options(&self) -> OptionMap {
-        let mut options: OptionMap = match toml::Value::try_from(self) {
+        match toml::Value::try_from(self) {
             Ok(toml::Value::Table(table)) => table
                 .into_iter()
                 .map(|(k, v)| (k, toml_to_option(v)))
                 .collect(),
             _ => OptionMap::new(),
-        };
+        }
+    }
+
+    /// Every option as `options` and `get` show them: the flapping settings with
+    /// the values in effect when they are not set.
+    pub fn shown_options(&self) -> OptionMap {
+        let mut options = self.to_options();
         options.insert(
             "check_flapping".into(),
             OptionValue::Bool(self.flapping_enabled()),

@@ -78,7 +78,7 @@ impl Agent {
             Command::Set { name, options } => self.set(&name, options).await.map(Response::Changes),
             Command::Get { name, keys } => self.get(&name, &keys).map(Response::Options),
             Command::Options { name } => self
-                .with_watcher(&name, |w| w.config.to_options())
+                .with_watcher(&name, |w| w.config.shown_options())
                 .map(Response::Options),
             Command::GlobalOptions { key } => {
                 self.global_options(key.as_deref()).map(Response::Options)
@@ -471,7 +471,7 @@ impl Agent {
     }
 
     fn get(&self, name: &str, keys: &[String]) -> CmdResult<OptionMap> {
-        let options = self.with_watcher(name, |w| w.config.to_options())?;
+        let options = self.with_watcher(name, |w| w.config.shown_options())?;
         let mut out = OptionMap::new();
         for key in keys {
             match options.get(key) {
