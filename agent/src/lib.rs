@@ -27,8 +27,10 @@ pub mod persist;
 pub mod policy;
 pub mod sockets;
 pub mod spawn;
+pub mod state_dir;
 pub mod stats;
 pub mod supervisor;
+pub mod survivors;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -74,8 +76,12 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
 
-    // The listening sockets, before anything else: a port that cannot be bound
-    // stops the agent at once, naming the socket.
+    // The state directory before anything is bound or spawned: its lock keeps a
+    // second agent off this state, and what a crashed agent left running is
+    // stopped (it may hold the ports bound next).
+    let state = state_dir::open(&config).context("cannot open the state directory")?;
+    // The listening sockets next: a port that cannot be bound stops the agent at
+    // once, naming the socket.
     let sockets = sockets::Sockets::bind_all(&config.sockets)
         .await
         .context("cannot bind a listening socket (see its [sockets.NAME] table)")?;
@@ -122,6 +128,7 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
     let stats_interval = config.agent.stats_interval;
     let agent = Agent::new(
         config,
+        state,
         server.endpoint().to_string(),
         publisher.endpoint().to_string(),
         events,

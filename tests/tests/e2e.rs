@@ -26,6 +26,7 @@ mod e2e {
     mod relay;
     mod security;
     mod sockets;
+    mod state_dir;
     mod stats;
     mod systemd;
 }

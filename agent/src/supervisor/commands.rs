@@ -18,6 +18,7 @@ use super::{not_found, now_secs, send_signal, Agent, CmdResult, Watcher};
 use crate::config::{is_optional_option, Config, WatcherConfig, LIVE_OPTIONS, MAX_PROCESSES};
 use crate::exec;
 use crate::persist::{plan, Change};
+use crate::state_dir::apply_plan;
 
 impl Agent {
     /// Runs one command to completion.
@@ -291,7 +292,10 @@ impl Agent {
     }
 
     /// Scales watcher `name` to the count `target(current, singleton)` gives, or
-    /// refuses with the message it gives.
+    /// refuses with the message it gives. The new count is saved first. When the
+    /// processes cannot all be started, the command fails and changes nothing:
+    /// the count goes back to what it was, in the saved state too, and the
+    /// processes started for it are stopped.
     async fn change_numprocesses(
         self: &Rc<Self>,
         name: &str,
@@ -299,11 +303,30 @@ impl Agent {
     ) -> CmdResult<ChangeReport> {
         let lock = self.lock_of(name)?;
         let _guard = lock.lock().await;
-        let (current, singleton) =
-            self.with_watcher(name, |w| (w.config.numprocesses, w.config.singleton))?;
-        let target = target(current, singleton)
+        let config = self.with_watcher(name, |w| w.config.clone())?;
+        let current = config.numprocesses;
+        let target = target(current, config.singleton)
             .map_err(|message| ErrorReply::new(ErrorKind::BadArguments, message))?;
-        let report = self.scale_to(name, target).await?;
+        let mut wanted = config.clone();
+        wanted.numprocesses = target;
+        self.persist_watcher(name, Some(&wanted))?;
+        let report = match self.scale_to(name, target).await {
+            Ok(report) => report,
+            Err(e) => {
+                let saved = match self.persist_watcher(name, Some(&config)) {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(
+                        " (but the saved state keeps numprocesses = {target}: {})",
+                        e.message
+                    ),
+                };
+                let _ = self.scale_to(name, current).await;
+                return Err(ErrorReply::new(
+                    e.kind,
+                    format!("{}; numprocesses stays at {current}{saved}", e.message),
+                ));
+            }
+        };
         self.emit(
             name,
             EventKind::Updated {
@@ -335,16 +358,18 @@ impl Agent {
             .map_err(|e| {
                 ErrorReply::new(ErrorKind::InvalidConfig, format!("watcher '{name}': {e}"))
             })?;
-        {
-            let mut state = self.state.borrow_mut();
-            if state.watchers.contains_key(&name) {
-                return Err(ErrorReply::new(
-                    ErrorKind::AlreadyExists,
-                    format!("a watcher named '{name}' exists already (use `set` to change it)"),
-                ));
-            }
-            state.watchers.insert(name.clone(), Watcher::new(config));
+        if self.state.borrow().watchers.contains_key(&name) {
+            return Err(ErrorReply::new(
+                ErrorKind::AlreadyExists,
+                format!("a watcher named '{name}' exists already (use `set` to change it)"),
+            ));
         }
+        // Saved first: a watcher that cannot be saved is not added.
+        self.persist_watcher(&name, Some(&config))?;
+        self.state
+            .borrow_mut()
+            .watchers
+            .insert(name.clone(), Watcher::new(config));
         let mut report = ChangeReport {
             done: true,
             ..ChangeReport::default()
@@ -357,11 +382,19 @@ impl Agent {
                 Err(e) => {
                     // Refuse the whole add: nothing half-made stays behind.
                     self.state.borrow_mut().watchers.remove(&name);
+                    if let Err(undo) = self.persist_watcher(&name, None) {
+                        return Err(ErrorReply::new(
+                            e.kind,
+                            format!(
+                                "{} (and the watcher stays in the saved state: {})",
+                                e.message, undo.message
+                            ),
+                        ));
+                    }
                     return Err(e);
                 }
             }
         }
-        self.persist();
         self.emit(&name, EventKind::Add {});
         report.watchers.insert(name, "added".into());
         Ok(report)
@@ -388,6 +421,9 @@ impl Agent {
     async fn rm(self: &Rc<Self>, name: &str, nostop: bool) -> CmdResult<ChangeReport> {
         let lock = self.lock_of(name)?;
         let _guard = lock.lock().await;
+        // Saved first: a removal that cannot be saved is not made.
+        let config = self.with_watcher(name, |w| w.config.clone())?;
+        self.persist_watcher(name, None)?;
         let mut report = if nostop {
             ChangeReport {
                 kept: self.with_watcher(name, |w| w.pids())?,
@@ -395,11 +431,19 @@ impl Agent {
                 ..ChangeReport::default()
             }
         } else {
-            self.stop_watcher(name, true).await?
+            match self.stop_watcher(name, true).await {
+                Ok(report) => report,
+                Err(e) => {
+                    // Not removed after all (a before_stop hook refused).
+                    if let Err(undo) = self.persist_watcher(name, Some(&config)) {
+                        tracing::warn!("{}", undo.message);
+                    }
+                    return Err(e);
+                }
+            }
         };
         self.state.borrow_mut().watchers.remove(name);
         self.output.forget(name);
-        self.persist();
         self.emit(name, EventKind::Rm {});
         report.watchers.insert(name.to_string(), "removed".into());
         Ok(report)
@@ -421,8 +465,10 @@ impl Agent {
             .map_err(|e| {
                 ErrorReply::new(ErrorKind::InvalidConfig, format!("watcher '{name}': {e}"))
             })?;
+        // Saved first; once saved the new config is kept even if applying it
+        // fails (the error says what failed, `status` shows the watcher).
+        self.persist_watcher(name, Some(&new))?;
         let report = self.apply_config(name, old, new).await?;
-        self.persist();
         self.emit(
             name,
             EventKind::Updated {
@@ -636,6 +682,21 @@ impl Agent {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
+        // What the reload will make, saved before anything is done.
+        let changes = {
+            let state = self.state.borrow();
+            let runtime: BTreeMap<String, WatcherConfig> = state
+                .watchers
+                .iter()
+                .map(|(n, w)| (n.clone(), w.config.clone()))
+                .collect();
+            let changes = plan(&config.watchers, &state.baseline, &runtime);
+            let mut planned = runtime;
+            apply_plan(&mut planned, changes.clone());
+            drop(state);
+            self.persist_all(config.watchers.clone(), planned)?;
+            changes
+        };
         let mut report = ChangeReport {
             done: true,
             ..ChangeReport::default()
@@ -661,15 +722,6 @@ impl Agent {
         let waiting = self.pause_demand_waits().await;
         self.reload_sockets(&config.sockets, &mut report).await;
         self.resume_demand_waits(waiting);
-        let changes = {
-            let state = self.state.borrow();
-            let runtime: BTreeMap<String, WatcherConfig> = state
-                .watchers
-                .iter()
-                .map(|(n, w)| (n.clone(), w.config.clone()))
-                .collect();
-            plan(&config.watchers, &state.baseline, &runtime)
-        };
         self.state.borrow_mut().baseline = config.watchers.clone();
         let mut ordered: Vec<(String, Change)> = changes.into_iter().collect();
         // Removals first, then the rest by priority, highest first.
@@ -733,7 +785,6 @@ impl Agent {
             };
             report.watchers.insert(name, text);
         }
-        self.persist();
         info!("config reloaded from {}", path.display());
         Ok(report)
     }

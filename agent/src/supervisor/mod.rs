@@ -32,11 +32,13 @@ use crate::config::{AgentSettings, Config, RestartMode, WatcherConfig};
 use crate::hooks::{HookPoint, HookSubject};
 use crate::nodeinfo::HostProbe;
 use crate::output::OutputService;
-use crate::persist::{plan, Change, StateFile, StateStore, STATE_VERSION};
+use crate::persist::{PersistError, StateStore};
 use crate::policy::{RestartTracker, Verdict};
 use crate::sockets::Sockets;
 use crate::spawn::{self, SpawnError, SpawnVars};
+use crate::state_dir::{StateDir, StateLock};
 use crate::stats::{Sample, Target};
+use crate::survivors::PidJournal;
 
 mod commands;
 mod lifecycle;
@@ -165,7 +167,12 @@ pub struct Agent {
     control: String,
     pubsub: String,
     state: RefCell<State>,
-    store: StateStore,
+    /// The desired state, written before it is acted on.
+    store: RefCell<StateStore>,
+    /// The live processes, for the next agent if this one dies.
+    pids: RefCell<PidJournal>,
+    /// Held for the agent's life.
+    _lock: Option<StateLock>,
     codec: Codec,
     events: mpsc::Sender<Outgoing>,
     seq: Cell<u64>,
@@ -187,6 +194,18 @@ pub struct Agent {
 fn now_secs(at: SystemTime) -> f64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The reply to a change that could not be saved.
+fn persist_error(what: &str, e: &PersistError) -> ErrorReply {
+    ErrorReply::new(
+        ErrorKind::Os,
+        format!(
+            "{what}: nothing was changed, because the change cannot be saved: {e}. The running \
+             and the saved state are as they were; make the state directory writable (or free \
+             space on its file system) and try again"
+        ),
+    )
 }
 
 fn not_found(name: &str) -> ErrorReply {
@@ -248,29 +267,22 @@ fn group_alive(group: u32) -> bool {
 
 impl Agent {
     /// A new agent for `config`, bound at `control` and `pubsub`, publishing into
-    /// `events`. Restores persisted runtime changes from the state directory.
+    /// `events`, running the watchers of `state` (the config merged with the
+    /// persisted runtime changes, see [`crate::state_dir::open`]).
     pub fn new(
         config: Config,
+        state: StateDir,
         control: String,
         pubsub: String,
         events: mpsc::Sender<Outgoing>,
     ) -> Rc<Agent> {
-        let store = StateStore::new(&config.agent.state_dir, &config.agent.node);
-        let mut runtime = config.watchers.clone();
-        match store.load() {
-            Ok(Some(saved)) => {
-                let changes = plan(&config.watchers, &saved.baseline, &saved.watchers);
-                runtime = saved.watchers;
-                apply_plan(&mut runtime, changes);
-                info!(
-                    file = %store.path().display(),
-                    "restored runtime changes: {} watcher(s)",
-                    runtime.len()
-                );
-            }
-            Ok(None) => {}
-            Err(e) => warn!("{e}"),
-        }
+        let StateDir {
+            lock,
+            store,
+            runtime,
+            pids,
+            ..
+        } = state;
         let state = State {
             watchers: runtime
                 .into_iter()
@@ -286,7 +298,9 @@ impl Agent {
             control,
             pubsub,
             state: RefCell::new(state),
-            store,
+            store: RefCell::new(store),
+            pids: RefCell::new(pids),
+            _lock: lock,
             codec: Codec::default(),
             events,
             seq: Cell::new(0),
@@ -457,25 +471,28 @@ impl Agent {
         Ok(())
     }
 
-    fn persist(&self) {
-        let state = self.state.borrow();
-        let file = StateFile {
-            version: STATE_VERSION,
-            node: self.node(),
-            baseline: state.baseline.clone(),
-            watchers: state
-                .watchers
-                .iter()
-                .map(|(name, w)| (name.clone(), w.config.clone()))
-                .collect(),
+    /// Writes a change of watcher `name` before it is made: its new config, or
+    /// (`None`) its removal. On failure nothing was written and nothing may be
+    /// done: the error says so to the client.
+    fn persist_watcher(&self, name: &str, config: Option<&WatcherConfig>) -> CmdResult<()> {
+        let mut store = self.store.borrow_mut();
+        let written = match config {
+            Some(config) => store.put(name, config),
+            None => store.del(name),
         };
-        drop(state);
-        if let Err(e) = self.store.save(&file) {
-            warn!(
-                "cannot persist runtime changes to {}: {e}; they will be lost if the agent restarts",
-                self.store.path().display()
-            );
-        }
+        written.map_err(|e| persist_error(&format!("watcher '{name}'"), &e))
+    }
+
+    /// Writes the whole desired state (`reloadconfig`), before it is made.
+    fn persist_all(
+        &self,
+        baseline: BTreeMap<String, WatcherConfig>,
+        watchers: BTreeMap<String, WatcherConfig>,
+    ) -> CmdResult<()> {
+        self.store
+            .borrow_mut()
+            .reset(baseline, watchers)
+            .map_err(|e| persist_error("reloadconfig", &e))
     }
 
     // ----- spawning -------------------------------------------------------------
@@ -505,6 +522,7 @@ impl Agent {
                 source: std::io::Error::other("child exited before its pid was read"),
             });
         };
+        self.pids.borrow_mut().spawned(pid, name);
         if !captured.is_empty() {
             self.output.attach(name, pid, wid, captured);
         }
@@ -537,6 +555,7 @@ impl Agent {
         let agent = Rc::clone(self);
         tokio::task::spawn_local(async move {
             let status = child.wait().await;
+            agent.pids.borrow_mut().reaped(pid);
             agent.on_exit(pid, status);
         });
         self.emit(name, EventKind::Spawn { pid, wid });
@@ -1235,7 +1254,7 @@ impl Agent {
     }
 
     /// Sets the target process count and converges to it: spawns the missing
-    /// processes, or stops the oldest extras.
+    /// processes, or stops the oldest extras. The caller has saved the count.
     async fn scale_to(self: &Rc<Self>, name: &str, target: u32) -> CmdResult<ChangeReport> {
         let (active, running, mut by_age) = self.with_watcher(name, |w| {
             w.config.numprocesses = target;
@@ -1245,7 +1264,6 @@ impl Agent {
             by_age.sort();
             (w.state == WatcherState::Active, w.running_count(), by_age)
         })?;
-        self.persist();
         let mut report = ChangeReport {
             numprocesses: Some(target),
             done: true,
@@ -1389,19 +1407,6 @@ impl Agent {
         warn!("killing {} process group(s) now", pids.len());
         for pid in pids {
             let _ = send_signal(pid, Signal::Kill, true);
-        }
-    }
-}
-
-fn apply_plan(runtime: &mut BTreeMap<String, WatcherConfig>, changes: BTreeMap<String, Change>) {
-    for (name, change) in changes {
-        match change {
-            Change::Add(cfg) | Change::Replace(cfg) => {
-                runtime.insert(name, cfg);
-            }
-            Change::Remove => {
-                runtime.remove(&name);
-            }
         }
     }
 }
