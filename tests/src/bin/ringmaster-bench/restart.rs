@@ -266,6 +266,11 @@ async fn latency_part(
         }
         tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
     };
+    // Forget the spawn events of the first processes.
+    while next_event(events, LATENCY, Duration::from_millis(100))
+        .await?
+        .is_some()
+    {}
     progress(&format!(
         "restart policy: killing {} processes, one at a time",
         scale.kills
@@ -275,6 +280,8 @@ async fn latency_part(
     'victims: for &(pid, wid, _) in victims.iter().take(scale.kills as usize) {
         let killed_at = Instant::now();
         sigkill(pid)?;
+        // A spawn in its slot counts once the victim's reap has come.
+        let mut reaped = false;
         loop {
             let Some((event, at)) = next_event(events, LATENCY, RESPAWN_WAIT).await? else {
                 trouble = Some(format!(
@@ -284,7 +291,8 @@ async fn latency_part(
                 break 'victims;
             };
             match event.kind {
-                EventKind::Spawn { wid: w, .. } if w == wid => {
+                EventKind::Reap { pid: p, .. } if p == pid => reaped = true,
+                EventKind::Spawn { wid: w, .. } if reaped && w == wid => {
                     samples.push(at.duration_since(killed_at));
                     break;
                 }
