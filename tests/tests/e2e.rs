@@ -24,6 +24,7 @@ mod e2e {
     mod pool;
     mod procenv;
     mod relay;
+    mod restart;
     mod security;
     mod sockets;
     mod state_dir;

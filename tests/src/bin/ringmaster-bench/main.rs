@@ -30,12 +30,17 @@
 //!    against one without, in alternating blocks (target: p99 ratio ≤ 1.5×);
 //! 9. process output (see [`output`]): `status` round trips while two `yes` flood
 //!    the agent, one to a rotated file and one captured, against the idle agent
-//!    (target: p99 ≤ 5 ms), with the bytes per second read and what was dropped.
+//!    (target: p99 ≤ 5 ms), with the bytes per second read and what was dropped;
+//! 10. the restart policy on its defaults (see [`restart`]), only with `--phase 10`
+//!     (it takes some 40 s): respawn latency of 100 processes killed once each after
+//!     `min_uptime` (target: p50 ≤ 2 ms), the share of time a slot killed every 2 s
+//!     runs (20 s, or `--kill-window SECS`), and replacements per second of 100
+//!     workers exiting 0 after 0.1 s (target: ≥ 500/s, and ≥ 70% of a plain loop).
 //!
 //! `--quick` scales the counts down for a smoke run; `--phase N` runs only phase
-//! N (phases 1, 3, 4 and 5 run together, on one agent). The exit code is 0 when every
-//! phase ran, whether or not the targets were met (this is a report), and 1 when a
-//! phase could not run.
+//! N (phases 1, 3, 4 and 5 run together, on one agent; phase 10 runs only so).
+//! The exit code is 0 when every phase ran, whether or not the targets were met
+//! (this is a report), and 1 when a phase could not run.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -44,6 +49,7 @@ use std::time::{Duration, Instant};
 
 mod output;
 mod pool;
+mod restart;
 mod sealing;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -56,13 +62,15 @@ use ringmaster_tests::{pid_alive, TestAgent};
 const USAGE: &str = "\
 ringmaster-bench: measure nodeagent and nodectl against Ringmaster's performance targets
 
-Usage: ringmaster-bench [--quick] [--phase N]
+Usage: ringmaster-bench [--quick] [--phase N] [--kill-window SECS]
 
 Options:
-  --quick     scale counts down for a smoke run (100 spawns, 20 kills, 1000 requests,
-              a pool of 10 agents, 2 s of output flood)
-  --phase N   run only phase N (1-9; phases 1, 3, 4 and 5 run together)
-  -h, --help  print this help
+  --quick             scale counts down for a smoke run (100 spawns, 20 kills, 1000 requests,
+                      a pool of 10 agents, 2 s of output flood)
+  --phase N           run only phase N (1-10; phases 1, 3, 4 and 5 run together; phase 10,
+                      the restart policy, runs only when asked for, as it takes some 40 s)
+  --kill-window SECS  how long phase 10 kills one slot every 2 s (default 20, quick 6)
+  -h, --help          print this help
 
 Build in release first: cargo build --release --workspace && target/release/ringmaster-bench
 The nodeagent, nodectl and nodemeta binaries are taken from this binary's directory, or from
@@ -99,6 +107,8 @@ struct Scale {
     nodectl_runs: u32,
     /// The pool phase.
     pool: pool::PoolScale,
+    /// The restart-policy phase.
+    restart: restart::RestartScale,
     /// Whether this is a `--quick` run.
     quick: bool,
     /// Run only this phase (`--phase N`).
@@ -117,6 +127,11 @@ impl Scale {
             fanout_runs: 30,
             window: Duration::from_secs(30),
         },
+        restart: restart::RestartScale {
+            kills: 100,
+            kill_window: Duration::from_secs(20),
+            replace_window: Duration::from_secs(5),
+        },
         quick: false,
         only: None,
     };
@@ -130,6 +145,11 @@ impl Scale {
             processes: 10,
             fanout_runs: 10,
             window: Duration::from_secs(5),
+        },
+        restart: restart::RestartScale {
+            kills: 20,
+            kill_window: Duration::from_secs(6),
+            replace_window: Duration::from_secs(2),
         },
         quick: true,
         only: None,
@@ -178,6 +198,7 @@ fn main() -> ExitCode {
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Scale>> {
     let mut scale = Scale::FULL;
     let mut only = None;
+    let mut kill_window = None;
     let mut args = args;
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -185,8 +206,15 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Scale>> {
             "--phase" => {
                 let value = args.next().unwrap_or_default();
                 match value.parse::<u32>() {
-                    Ok(n) if (1..=9).contains(&n) => only = Some(n),
-                    _ => bail!("--phase takes a phase number from 1 to 9, not '{value}'"),
+                    Ok(n) if (1..=10).contains(&n) => only = Some(n),
+                    _ => bail!("--phase takes a phase number from 1 to 10, not '{value}'"),
+                }
+            }
+            "--kill-window" => {
+                let value = args.next().unwrap_or_default();
+                match value.parse::<u64>() {
+                    Ok(n) if (2..=3600).contains(&n) => kill_window = Some(n),
+                    _ => bail!("--kill-window takes seconds from 2 to 3600, not '{value}'"),
                 }
             }
             "-h" | "--help" => return Ok(None),
@@ -194,6 +222,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Scale>> {
         }
     }
     scale.only = only;
+    if let Some(secs) = kill_window {
+        scale.restart.kill_window = Duration::from_secs(secs);
+    }
     Ok(Some(scale))
 }
 
@@ -241,6 +272,12 @@ fn run(scale: Scale) -> Result<Report> {
         if scale.runs(&[9]) {
             if let Err(e) = output::output_phase(scale.quick, &mut report).await {
                 report.fail("output phase", &e);
+            }
+        }
+        // Not in the default run: it takes some 40 s.
+        if scale.only == Some(10) {
+            if let Err(e) = restart::restart_phase(scale.restart, &mut report).await {
+                report.fail("restart policy phase", &e);
             }
         }
     });
@@ -313,6 +350,14 @@ fn print_header(scale: Scale, agent_bin: &std::path::Path) {
     println!(
         "          9. output: status round trips while two `yes` flood the agent ({} s), vs idle",
         if scale.quick { 2 } else { 10 }
+    );
+    println!(
+        "         10. restart policy, defaults: respawn latency over {} kills, a slot killed every 2 s for {} s,",
+        scale.restart.kills,
+        scale.restart.kill_window.as_secs()
+    );
+    println!(
+        "             replacements/s of 100 workers exiting 0 after 0.1 s vs a plain loop (--phase 10 only)"
     );
     if let Some(only) = scale.only {
         println!("only:     phase {only}");
