@@ -550,7 +550,7 @@ impl<'de> Deserialize<'de> for Args {
 
 /// Which exits of a process are replaced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", try_from = "String")]
 pub enum RestartMode {
     /// Every exit the agent did not ask for.
     #[default]
@@ -559,6 +559,21 @@ pub enum RestartMode {
     OnFailure,
     /// None: a slot whose process ended stays empty.
     Never,
+}
+
+impl TryFrom<String> for RestartMode {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "always" => Ok(RestartMode::Always),
+            "on-failure" => Ok(RestartMode::OnFailure),
+            "never" => Ok(RestartMode::Never),
+            _ => Err(format!(
+                "restart must be \"always\", \"on-failure\" or \"never\", not {text:?}"
+            )),
+        }
+    }
 }
 
 impl std::fmt::Display for RestartMode {
