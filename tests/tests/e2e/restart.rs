@@ -257,13 +257,18 @@ async fn slots_killed_together_do_not_delay_a_third() {
     let killed_at = Instant::now();
     kill9(a.pid);
     kill9(b.pid);
-    for victim in [a.pid, b.pid] {
-        events
-            .wait(&format!("the reap of {victim}"), DEADLINE, |e| {
+    // The two reaps come in either order.
+    let mut unreaped = vec![a.pid, b.pid];
+    while !unreaped.is_empty() {
+        let event = events
+            .wait(&format!("the reaps of {unreaped:?}"), DEADLINE, |e| {
                 no_flapping(e);
-                matches!(e.kind, EventKind::Reap { pid, .. } if pid == victim)
+                matches!(e.kind, EventKind::Reap { pid, .. } if unreaped.contains(&pid))
             })
             .await;
+        if let EventKind::Reap { pid, .. } = event.kind {
+            unreaped.retain(|p| *p != pid);
+        }
     }
     kill9(c.pid);
     let third_killed = Instant::now();
@@ -632,12 +637,18 @@ async fn never_replaces_nothing() {
             name: Some("jobs".into()),
         })
         .await;
-    for wid in [1, 2] {
-        events
-            .wait(&format!("the exit of slot {wid}"), DEADLINE, |e| {
-                e.watcher == "jobs" && matches!(e.kind, EventKind::Reap { wid: w, .. } if w == wid)
+    // The two exits come in either order.
+    let mut running = vec![1, 2];
+    while !running.is_empty() {
+        let event = events
+            .wait(&format!("the exits of slots {running:?}"), DEADLINE, |e| {
+                e.watcher == "jobs"
+                    && matches!(e.kind, EventKind::Reap { wid, .. } if running.contains(&wid))
             })
             .await;
+        if let EventKind::Reap { wid, .. } = event.kind {
+            running.retain(|w| *w != wid);
+        }
     }
     // A replacement would come at once: the exit of a process started after both
     // exits, 0.5 s later, comes after it.
