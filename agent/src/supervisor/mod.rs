@@ -815,22 +815,17 @@ impl Agent {
             self.emit(name, EventKind::Stop {});
             self.hook_in_background(name, HookPoint::AfterStop);
         }
-        match verdict {
-            Some(verdict) if leftovers => {
-                let agent = Rc::clone(self);
-                let name = name.to_string();
-                tokio::task::spawn_local(async move {
-                    agent.stop_leftovers(&name, pid).await;
+        if leftovers {
+            let agent = Rc::clone(self);
+            let name = name.to_string();
+            tokio::task::spawn_local(async move {
+                agent.stop_leftovers(&name, pid).await;
+                if let Some(verdict) = verdict {
                     agent.act_on(&name, verdict);
-                });
-            }
-            Some(verdict) => self.act_on(name, verdict),
-            None if leftovers => {
-                let agent = Rc::clone(self);
-                let name = name.to_string();
-                tokio::task::spawn_local(async move { agent.stop_leftovers(&name, pid).await });
-            }
-            None => {}
+                }
+            });
+        } else if let Some(verdict) = verdict {
+            self.act_on(name, verdict);
         }
     }
 
