@@ -3,7 +3,9 @@
 //! The agent reads its config ([`config`]), binds its control (ROUTER) and publish
 //! (PUB) endpoints, starts its watchers ([`supervisor`]) and then serves commands
 //! until it is told to quit or receives SIGTERM/SIGINT. SIGHUP reloads the config;
-//! SIGUSR1 reopens the output files ([`output`]), after an external log rotation.
+//! SIGUSR1 reopens the output files ([`output`]), after an external log rotation;
+//! SIGUSR2 upgrades the agent in place ([`upgrade`]): it re-executes its binary
+//! and every process keeps running.
 //!
 //! Everything runs on one `current_thread` tokio runtime: one thread is plenty for
 //! a supervisor whose work is waiting, and its state needs no locks.
@@ -11,6 +13,7 @@
 //! The agent knows nothing of pools: it is one node, named in every topic it
 //! publishes.
 
+pub mod adopted;
 pub mod child;
 pub mod circus;
 pub mod circus_ini;
@@ -31,15 +34,20 @@ pub mod state_dir;
 pub mod stats;
 pub mod supervisor;
 pub mod survivors;
+pub mod upgrade;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ringmaster_protocol::logs::LogStream;
 use ringmaster_protocol::message::{ChangeReport, Reply, Response};
 use ringmaster_protocol::seal::{Admitted, Gate, Refusal};
-use ringmaster_protocol::transport::{ControlServer, Publisher};
+use ringmaster_protocol::transport::{ControlServer, Listener, Publisher};
 use ringmaster_protocol::{Codec, Command, PROTOCOL_VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -47,8 +55,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::notify::Notifier;
+use crate::sockets::HandedSocket;
 use crate::stats::Sampler;
 use crate::supervisor::{Agent, EndpointCounters, Outgoing};
+use crate::upgrade::Handover;
 
 /// Messages waiting to be published; beyond this, new ones are dropped and counted.
 const PUBLISH_QUEUE: usize = 65_536;
@@ -57,32 +67,142 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// so that the reply to `quit` reaches the client.
 const LINGER: Duration = Duration::from_millis(100);
 
+/// How long an upgrade in place waits for libzmq to send its last reply.
+const EXEC_FLUSH: Duration = Duration::from_secs(1);
+
 /// How often `STATUS=` is refreshed for systemd (only sent when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the agent until it is told to stop. Must be called on a `current_thread`
 /// runtime. With a `notifier` (systemd's `$NOTIFY_SOCKET`), the agent says when it
 /// is ready, keeps its status current, pings the watchdog and says when it stops.
-pub async fn run(config: Config, notifier: Option<Notifier>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    notifier: Option<Notifier>,
+    resume: Option<PathBuf>,
+) -> anyhow::Result<()> {
     tokio::task::LocalSet::new()
-        .run_until(run_local(config, notifier.map(Rc::new)))
+        .run_until(run_local(config, notifier.map(Rc::new), resume))
         .await
 }
 
-async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Result<()> {
+/// What an upgrade in place handed to this program image (see [`upgrade`]).
+struct Inherited {
+    handover: Handover,
+    control: Listener,
+    pubsub: Listener,
+    sockets: Vec<(HandedSocket, OwnedFd)>,
+    pipes: HashMap<(u32, LogStream), OwnedFd>,
+}
+
+impl Inherited {
+    /// Reads the handover at `path` (and removes it) and takes each descriptor it
+    /// names.
+    fn take(path: &Path) -> anyhow::Result<Inherited> {
+        let handover = Handover::read(path).map_err(anyhow::Error::msg)?;
+        let _ = std::fs::remove_file(path);
+        let listener = |handed: &upgrade::HandedEndpoint| -> anyhow::Result<Listener> {
+            let fd = upgrade::inherit(handed.fd)?;
+            Ok(Listener::inherited(handed.endpoint.clone(), fd)?)
+        };
+        let control = listener(&handover.control).context("the control endpoint")?;
+        let pubsub = listener(&handover.pubsub).context("the publish endpoint")?;
+        let mut sockets = Vec::with_capacity(handover.sockets.len());
+        for socket in &handover.sockets {
+            let fd =
+                upgrade::inherit(socket.fd).with_context(|| format!("socket '{}'", socket.name))?;
+            sockets.push((socket.clone(), fd));
+        }
+        let mut pipes = HashMap::new();
+        for watcher in &handover.watchers {
+            for process in &watcher.processes {
+                for stream in [LogStream::Stdout, LogStream::Stderr] {
+                    let Some(raw) = process.stream(stream) else {
+                        continue;
+                    };
+                    match upgrade::inherit(raw) {
+                        Ok(fd) => {
+                            pipes.insert((process.pid, stream), fd);
+                        }
+                        Err(e) => warn!(
+                            watcher = %watcher.name,
+                            pid = process.pid,
+                            "the {stream} of process {} is lost: {e}",
+                            process.pid
+                        ),
+                    }
+                }
+            }
+        }
+        Ok(Inherited {
+            handover,
+            control,
+            pubsub,
+            sockets,
+            pipes,
+        })
+    }
+}
+
+/// `nodeagent --check-upgrade HANDOVER`: what a new binary checks before an
+/// upgrade in place hands over to it. The config is already loaded (and valid);
+/// the state directory and the handover must be readable, and every watcher
+/// with processes must be one this binary would run.
+pub fn check_upgrade(config: &Config, handover: &Path) -> Result<usize, String> {
+    let handover = Handover::read(handover)?;
+    let runtime = state_dir::inspect(config);
+    for watcher in &handover.watchers {
+        if !watcher.processes.is_empty() && !runtime.contains_key(&watcher.name) {
+            return Err(format!(
+                "watcher '{}' runs {} process(es), and neither the config file nor the state                  directory has it: add it back to the config, or stop it first",
+                watcher.name,
+                watcher.processes.len()
+            ));
+        }
+    }
+    Ok(handover.process_count())
+}
+
+async fn run_local(
+    config: Config,
+    notifier: Option<Rc<Notifier>>,
+    resume: Option<PathBuf>,
+) -> anyhow::Result<()> {
     // Signals first, so that a SIGTERM during a long start is not lost.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).context("cannot watch SIGUSR2")?;
+
+    // After an upgrade in place: what the previous image handed over.
+    let inherited = match &resume {
+        Some(path) => Some(
+            Inherited::take(path)
+                .with_context(|| format!("cannot take over from {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let handed_pids = inherited
+        .as_ref()
+        .map(|i| i.handover.pids())
+        .unwrap_or_default();
 
     // The state directory before anything is bound or spawned: its lock keeps a
     // second agent off this state, and what a crashed agent left running is
     // stopped (it may hold the ports bound next).
-    let state = state_dir::open(&config).context("cannot open the state directory")?;
+    let state = state_dir::open_keeping(&config, &handed_pids)
+        .context("cannot open the state directory")?;
     // The listening sockets next: a port that cannot be bound stops the agent at
     // once, naming the socket.
-    let sockets = sockets::Sockets::bind_all(&config.sockets)
+    let (inherited, handed_sockets) = match inherited {
+        Some(mut i) => {
+            let sockets = std::mem::take(&mut i.sockets);
+            (Some(i), sockets)
+        }
+        None => (None, Vec::new()),
+    };
+    let sockets = sockets::Sockets::take_over_or_bind(&config.sockets, handed_sockets)
         .await
         .context("cannot bind a listening socket (see its [sockets.NAME] table)")?;
     for socket in sockets.iter() {
@@ -114,12 +234,34 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
             Gate::open(Codec::default())
         }
     };
+    let mut gate = gate;
+    if let Some(memory) = inherited.as_ref().and_then(|i| i.handover.replay.as_ref()) {
+        gate.resume_replay(memory);
+    }
     endpoints::prepare(&config.agent).context("cannot prepare the runtime directory")?;
     let limits = endpoints::limits(&config.agent);
-    let server = ControlServer::bind_with(&config.agent.control, limits)
+    // The agent makes its listening sockets itself and libzmq serves them, so
+    // that an upgrade in place can hand them over open.
+    let (control, pubsub, inherited) = match inherited {
+        Some(Inherited {
+            handover,
+            control,
+            pubsub,
+            pipes,
+            ..
+        }) => (control, pubsub, Some((handover, pipes))),
+        None => (
+            Listener::open(&config.agent.control, &limits)
+                .context("cannot open the control endpoint (set [agent] control)")?,
+            Listener::open(&config.agent.pubsub, &limits)
+                .context("cannot open the publish endpoint (set [agent] pubsub)")?,
+            None,
+        ),
+    };
+    let server = ControlServer::bind_listener(&control, limits)
         .await
         .context("cannot open the control endpoint (set [agent] control)")?;
-    let mut publisher = Publisher::bind_with(&config.agent.pubsub, limits)
+    let mut publisher = Publisher::bind_listener(&pubsub, limits)
         .await
         .context("cannot open the publish endpoint (set [agent] pubsub)")?;
     endpoints::warn_if_open(&config.agent);
@@ -134,6 +276,18 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         events,
     );
     agent.adopt_sockets(sockets);
+    agent.set_endpoint_fds(control.as_raw_fd(), pubsub.as_raw_fd());
+    // Handed-over processes are the agent's before it answers anything.
+    let handed = inherited.map(|(handover, pipes)| {
+        let taken = agent.take_over(&handover, pipes);
+        info!(
+            "upgraded in place from {}: took over {} process(es) in {} watcher(s)",
+            handover.from_version,
+            taken.processes,
+            taken.watchers.len()
+        );
+        taken.watchers
+    });
     agent.watch_connections(EndpointCounters {
         control: server.counter(),
         pubsub: publisher.counter(),
@@ -145,8 +299,10 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         "nodeagent {} listening",
         ringmaster_protocol::RINGMASTER_VERSION
     );
-    tokio::task::spawn_local(publish(publisher, queue, agent.output().take_log_queue()));
-    tokio::task::spawn_local(serve(Rc::clone(&agent), server, gate));
+    let publishing =
+        tokio::task::spawn_local(publish(publisher, queue, agent.output().take_log_queue()));
+    let gate = Rc::new(RefCell::new(gate));
+    let serving = tokio::task::spawn_local(serve(Rc::clone(&agent), server, Rc::clone(&gate)));
     if stats_interval > 0.0 {
         tokio::task::spawn_local(sample_stats(Rc::clone(&agent), stats_interval));
     }
@@ -155,12 +311,17 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
         let agent = Rc::clone(&agent);
         let notifier = notifier.clone();
         tokio::task::spawn_local(async move {
-            let report = agent.start_all().await;
-            info!(
-                "started {} process(es) in {} watcher(s)",
-                report.started.len(),
-                report.watchers.len()
-            );
+            match handed {
+                Some(handed) => agent.start_new(&handed).await,
+                None => {
+                    let report = agent.start_all().await;
+                    info!(
+                        "started {} process(es) in {} watcher(s)",
+                        report.started.len(),
+                        report.watchers.len()
+                    );
+                }
+            }
             if let Some(notifier) = notifier {
                 // Endpoints bound, autostart watchers spawned: ready.
                 notifier.send(&format!("READY=1\nSTATUS={}", agent.summary()));
@@ -181,6 +342,54 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
                         error!("reload failed: {}", e.message);
                     }
                 });
+            }
+            _ = sigusr2.recv() => {
+                info!("SIGUSR2: upgrading in place with {}", agent.binary().display());
+                let agent = Rc::clone(&agent);
+                tokio::task::spawn_local(async move {
+                    match agent.handle(Command::Upgrade { binary: None }).await {
+                        Ok(_) => agent.upgrade_reply_sent(),
+                        Err(e) => error!("{}", e.message),
+                    }
+                });
+            }
+            plan = agent.upgrade_ready() => {
+                if let Some(notifier) = &notifier {
+                    notifier.send("RELOADING=1\nSTATUS=upgrading in place");
+                }
+                // Connections wait in the listening sockets' queues from here on.
+                serving.abort();
+                let _ = serving.await;
+                publishing.abort();
+                let _ = publishing.await;
+                for _ in 0..8 {
+                    // Lets the endpoints' connection monitors close too.
+                    tokio::task::yield_now().await;
+                }
+                // The next image goes on refusing what this one admitted.
+                if let Some(memory) = gate.borrow().replay_memory() {
+                    if let Err(e) = upgrade::remember_replays(&plan.handover, memory) {
+                        warn!("{e}; the next image refuses every frame sealed before it starts");
+                    }
+                }
+                if !ringmaster_protocol::transport::finish_for_exec(EXEC_FLUSH) {
+                    warn!("libzmq did not send everything queued within {EXEC_FLUSH:?}");
+                }
+                let args: Vec<String> = std::env::args().skip(1).collect();
+                let args = upgrade::next_args(&args, &plan.handover);
+                let env = notifier.as_ref().map(|n| n.env().to_vec()).unwrap_or_default();
+                info!("executing {}", plan.binary.display());
+                let e = upgrade::exec(&plan.binary, &args, &env, &plan.descriptors);
+                error!(
+                    "cannot execute {}: {e}; taking over again with the running binary",
+                    plan.binary.display()
+                );
+                let again = upgrade::exec(agent.binary(), &args, &env, &plan.descriptors);
+                anyhow::bail!(
+                    "cannot execute {} either: {again}; the processes keep running, and the \
+                     next start of the agent stops them",
+                    agent.binary().display()
+                );
             }
             _ = sigusr1.recv() => {
                 info!("SIGUSR1: reopening the output files");
@@ -309,8 +518,7 @@ async fn drain_output(agent: &Agent) {
 /// never holds back the next request. Every frame goes through the [`Gate`] first:
 /// it is opened and checked there, and refused frames are answered, counted and
 /// logged (a few per second at most) without reaching the supervisor.
-async fn serve(agent: Rc<Agent>, mut server: ControlServer, gate: Gate) {
-    let gate = Rc::new(RefCell::new(gate));
+async fn serve(agent: Rc<Agent>, mut server: ControlServer, gate: Rc<RefCell<Gate>>) {
     let mut refusal_log = RefusalLog::default();
     loop {
         let incoming = match server.recv().await {
@@ -355,9 +563,13 @@ async fn serve(agent: Rc<Agent>, mut server: ControlServer, gate: Gate) {
                 info!(caller = %caller, cmd = cmd.as_str(), "exec requested");
             }
             let reply = answer(&agent, request).await;
+            let upgrading = matches!(reply.result, Ok(Response::Upgrade(_)));
             let body = gate.borrow().answer(&caller, &reply);
             if let Err(e) = replier.send(incoming.envelope(), body).await {
                 debug!("reply not delivered: {e}");
+            }
+            if upgrading {
+                agent.upgrade_reply_sent();
             }
         });
     }

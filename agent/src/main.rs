@@ -14,7 +14,9 @@ use ringmaster_cli::logging::LogFormat;
 /// commands from `nodectl` on its control endpoint while it publishes events on its
 /// publish endpoint. Stops every watcher gracefully on SIGTERM or SIGINT (a second
 /// one kills what is left); reloads the config on SIGHUP; reopens its output
-/// files on SIGUSR1 (after an external log rotation).
+/// files on SIGUSR1 (after an external log rotation); upgrades itself in place on
+/// SIGUSR2 (re-executes its binary, every process keeps running; see
+/// `nodectl upgrade`).
 #[derive(Debug, Parser)]
 #[command(name = "nodeagent", version, about, long_about)]
 struct Args {
@@ -27,6 +29,17 @@ struct Args {
     /// it is not.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check_config: Option<Option<PathBuf>>,
+
+    /// Take over from the agent image that wrote this handover (an upgrade in
+    /// place executes the new binary with it; not for use by hand).
+    #[arg(long, value_name = "HANDOVER", hide = true)]
+    resume_from: Option<PathBuf>,
+
+    /// Check that this binary can take over with this handover, the config and
+    /// the state directory, and exit: 0 when it can, 2 when it cannot (run by
+    /// an upgrade in place before it hands over; not for use by hand).
+    #[arg(long, value_name = "HANDOVER", hide = true)]
+    check_upgrade: Option<PathBuf>,
 
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -79,6 +92,18 @@ fn main() -> ExitCode {
         print_config(&config);
         return ExitCode::SUCCESS;
     }
+    if let Some(handover) = &args.check_upgrade {
+        return match ringmaster_agent::check_upgrade(&config, handover) {
+            Ok(processes) => {
+                println!("nodeagent can take over {processes} process(es)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nodeagent: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -92,7 +117,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ringmaster_agent::run(config, notifier)) {
+    match runtime.block_on(ringmaster_agent::run(config, notifier, args.resume_from)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nodeagent: {e:#}");

@@ -19,6 +19,9 @@ pub struct Notifier {
     socket: UnixDatagram,
     addr: SocketAddr,
     watchdog: Option<Duration>,
+    /// The variables as systemd set them, for the next program image of an
+    /// upgrade in place (same pid, so the same unit).
+    env: Vec<(String, String)>,
 }
 
 impl Notifier {
@@ -29,6 +32,17 @@ impl Notifier {
         let path = std::env::var_os("NOTIFY_SOCKET");
         let usec = std::env::var("WATCHDOG_USEC").ok();
         let pid = std::env::var("WATCHDOG_PID").ok();
+        let env: Vec<(String, String)> = [
+            (
+                "NOTIFY_SOCKET",
+                path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            ),
+            ("WATCHDOG_USEC", usec.clone()),
+            ("WATCHDOG_PID", pid.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value?)))
+        .collect();
         for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
             std::env::remove_var(name);
         }
@@ -58,7 +72,14 @@ impl Notifier {
             socket,
             addr,
             watchdog,
+            env,
         })
+    }
+
+    /// `NOTIFY_SOCKET` and the watchdog variables as they were given to this
+    /// process, for the program image an upgrade in place executes.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// How often to send `WATCHDOG=1`, when the unit has a watchdog.

@@ -51,7 +51,7 @@ pub struct SocketError {
 }
 
 /// Where a bound socket listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Endpoint {
     /// A TCP address, with the real port.
     Tcp(SocketAddr),
@@ -251,6 +251,42 @@ impl BoundSocket {
     }
 }
 
+/// A socket as an upgrade in place hands it to the next program image (see
+/// [`crate::upgrade`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HandedSocket {
+    /// Its name.
+    pub name: String,
+    /// The config it was bound from.
+    pub config: SocketConfig,
+    /// Where it listens.
+    pub endpoint: Endpoint,
+    /// Its descriptor, open across the `exec`.
+    pub fd: RawFd,
+}
+
+impl BoundSocket {
+    /// What the next program image needs to take this socket over.
+    pub fn handed(&self) -> HandedSocket {
+        HandedSocket {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            endpoint: self.endpoint.clone(),
+            fd: self.fd.as_raw_fd(),
+        }
+    }
+
+    /// The socket a previous program image handed over, on descriptor `fd`.
+    pub fn taken_over(handed: HandedSocket, fd: OwnedFd) -> BoundSocket {
+        BoundSocket {
+            name: handed.name,
+            config: handed.config,
+            fd,
+            endpoint: handed.endpoint,
+        }
+    }
+}
+
 impl Drop for BoundSocket {
     fn drop(&mut self) {
         if let Endpoint::Unix { path, dev, ino } = &self.endpoint {
@@ -372,6 +408,34 @@ pub struct Sockets {
 }
 
 impl Sockets {
+    /// The sockets of `configs`: those handed over by the previous program image
+    /// (`handed`, with their inherited descriptors) when their config is
+    /// unchanged, the others bound anew. A handed-over socket that the config no
+    /// longer has, or has changed, is closed.
+    pub async fn take_over_or_bind(
+        configs: &BTreeMap<String, SocketConfig>,
+        handed: Vec<(HandedSocket, OwnedFd)>,
+    ) -> Result<Sockets, SocketError> {
+        let mut handed: BTreeMap<String, (HandedSocket, OwnedFd)> = handed
+            .into_iter()
+            .map(|(h, fd)| (h.name.clone(), (h, fd)))
+            .collect();
+        let mut sockets = Sockets::default();
+        for (name, config) in configs {
+            let bound = match handed.remove(name) {
+                Some((h, fd)) if h.config == *config => BoundSocket::taken_over(h, fd),
+                other => {
+                    // Changed: the old one goes first (its address may be the same).
+                    drop(other);
+                    let addr = resolve(name, config).await?;
+                    BoundSocket::bind(name, config, addr)?
+                }
+            };
+            sockets.bound.insert(name.clone(), bound);
+        }
+        Ok(sockets)
+    }
+
     /// Binds every socket of `configs`; the first that fails is the error.
     pub async fn bind_all(
         configs: &BTreeMap<String, SocketConfig>,

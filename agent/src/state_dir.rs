@@ -17,7 +17,7 @@
 //! An older agent wrote `N.state.json`; when only that exists it is read once and
 //! written in the new form (then renamed `N.state.json.migrated`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -88,6 +88,11 @@ impl StatePaths {
     /// The pid journal.
     pub fn pids(&self) -> PathBuf {
         self.file("pids")
+    }
+
+    /// What an upgrade in place hands to the next program image.
+    pub fn handover(&self) -> PathBuf {
+        self.file("upgrade.json")
     }
 
     /// The state file of an older agent.
@@ -184,6 +189,12 @@ pub struct StateDir {
 /// gives way to the config file's), writes a fresh snapshot, and stops the
 /// processes a previous agent left running. Call it before binding anything.
 pub fn open(config: &Config) -> anyhow::Result<StateDir> {
+    open_keeping(config, &BTreeSet::new())
+}
+
+/// [`open`] for the program image after an upgrade in place: the processes in
+/// `handed` are this agent's own (handed over), not a crashed agent's.
+pub fn open_keeping(config: &Config, handed: &BTreeSet<u32>) -> anyhow::Result<StateDir> {
     let node = &config.agent.node;
     let paths = StatePaths::new(&config.agent.state_dir, node, config.path.as_deref());
     let lock = take_lock(&paths.lock())?;
@@ -202,7 +213,7 @@ pub fn open(config: &Config) -> anyhow::Result<StateDir> {
     }
     let boot = survivors::boot_id();
     if lock.is_some() {
-        survivors::recover(&paths.pids(), &boot, |watcher| {
+        survivors::recover(&paths.pids(), &boot, handed, |watcher| {
             runtime.get(watcher).map_or(survivors::STOP_CAP, |w| {
                 Duration::try_from_secs_f64(w.graceful_timeout).unwrap_or(survivors::STOP_CAP)
             })
@@ -222,6 +233,21 @@ pub fn open(config: &Config) -> anyhow::Result<StateDir> {
         runtime,
         pids,
     })
+}
+
+/// What the agent of `config` would run, read from its state directory without
+/// the lock and without writing anything: the check a new binary makes before
+/// an upgrade in place takes over.
+pub fn inspect(config: &Config) -> BTreeMap<String, WatcherConfig> {
+    let node = &config.agent.node;
+    let paths = StatePaths::new(&config.agent.state_dir, node, config.path.as_deref());
+    let mut store = StateStore::new(
+        paths.snapshot(),
+        paths.journal(),
+        Some(paths.legacy()),
+        node,
+    );
+    restore(&mut store, &config.watchers)
 }
 
 /// The state in `store`, checked and merged with the config file's watchers

@@ -291,9 +291,14 @@ pub fn stop(found: &[ProcRecord], grace: impl Fn(&str) -> Duration) -> BTreeMap<
     per_watcher
 }
 
-/// Reads the pid journal at `path` and stops every survivor it names; logs one
-/// warning per watcher.
-pub fn recover(path: &Path, boot: &str, grace: impl Fn(&str) -> Duration) {
+/// Reads the pid journal at `path` and stops every survivor it names but those
+/// in `keep` (handed over by an upgrade in place); logs one warning per watcher.
+pub fn recover(
+    path: &Path,
+    boot: &str,
+    keep: &std::collections::BTreeSet<u32>,
+    grace: impl Fn(&str) -> Duration,
+) {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -305,7 +310,11 @@ pub fn recover(path: &Path, boot: &str, grace: impl Fn(&str) -> Duration) {
             return;
         }
     };
-    let found = survivors(live_records(&text), boot, read_stat);
+    let records = live_records(&text)
+        .into_iter()
+        .filter(|r| !keep.contains(&r.pid))
+        .collect();
+    let found = survivors(records, boot, read_stat);
     for (watcher, count) in stop(&found, grace) {
         warn!(
             watcher = %watcher,

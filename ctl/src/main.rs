@@ -10,6 +10,7 @@ mod listen;
 mod logs;
 mod output;
 mod pool;
+mod upgrade;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -301,6 +302,31 @@ nodectl --pool prod add worker --start -n 6 --strategy spread:zone --cmd 'python
     Reloadconfig,
     /// Stop every watcher and the agent.
     Quit,
+    /// Upgrade the agent in place: it re-executes itself (BINARY, else the
+    /// binary it runs) with the same pid, and every process keeps running.
+    ///
+    /// The processes keep their pids, their output pipes and the listening
+    /// sockets they share; requests sent during the switch wait in the agent's
+    /// listening socket and are answered by the new binary. The new binary is
+    /// checked first (it must be executable, be a nodeagent, and accept the
+    /// config, the state directory and what is handed over); when a check fails
+    /// nothing changes and the reason is printed. nodectl waits until the new
+    /// binary answers and prints the versions and the time it took. SIGUSR2 to
+    /// the agent does the same with the binary it runs (e.g. after a package
+    /// upgrade replaced it). On a pool, --batch N upgrades N nodes at a time and
+    /// stops at the first batch that fails.
+    #[command(after_help = "Examples:\n  nodectl upgrade\n  \
+nodectl upgrade --binary /opt/ringmaster-0.2/bin/nodeagent\n  \
+nodectl --pool prod upgrade --batch 5")]
+    Upgrade {
+        /// The new nodeagent binary: a path on the node (absolute, or relative to
+        /// this directory when nodectl runs there too).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+        /// On a pool: N nodes at a time (default: all at once).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        batch: Option<u32>,
+    },
     /// Node name, labels, version, uptime, CPUs, memory, load, process count.
     Nodeinfo,
     /// CPU, memory, threads and age of every process (the latest sample).
@@ -497,6 +523,23 @@ fn main() -> ExitCode {
         };
         return logs::run(&cli.endpoint, keys, timeout, request);
     }
+    if let Sub::Upgrade { binary, batch } = &cli.command {
+        if batch.is_some() {
+            eprintln!("nodectl: --batch applies to a pool: give --pool NAME");
+            return ExitCode::from(2);
+        }
+        let timeout = cli
+            .timeout
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(Duration::from_secs_f64);
+        return upgrade::run(
+            &cli.endpoint,
+            keys,
+            upgrade::binary_arg(binary.as_deref()),
+            timeout,
+            json,
+        );
+    }
     let (command, default_timeout) = match to_command(cli.command) {
         Ok(pair) => pair,
         Err(message) => {
@@ -666,6 +709,7 @@ fn to_command(sub: Sub) -> Result<(Command, Duration), String> {
         Sub::Listsockets => query(Command::ListSockets {}),
         Sub::Reloadconfig => action(Command::ReloadConfig {}),
         Sub::Quit => action(Command::Quit {}),
+        Sub::Upgrade { .. } => Err("upgrade is not a single request".into()),
         Sub::Nodeinfo => query(Command::NodeInfo {}),
         Sub::Stats { name } => query(Command::Stats { name }),
         Sub::Dstats => query(Command::DStats {}),
@@ -841,6 +885,10 @@ fn run_pool(target: pool::Target, cli: Cli) -> ExitCode {
             return logs::run(&node.control, node.keys.clone(), timeout, request);
         }
         Sub::Nodes => pool::Job::Nodes,
+        Sub::Upgrade { binary, batch } => pool::Job::Upgrade {
+            binary: upgrade::binary_arg(binary.as_deref()),
+            batch: batch.map_or(usize::MAX, |b| b as usize),
+        },
         Sub::Stats { name } => pool::Job::Stats { name },
         Sub::Exec { exec_timeout, cmd } => pool::Job::Exec {
             template: cmd.join(" "),

@@ -38,6 +38,10 @@ pub fn print(command: &Command, response: &Response, json: bool) {
                 table(&SOCKET_COLUMNS, &socket_rows(list));
             }
         }
+        Response::Upgrade(report) => println!(
+            "upgrade checked: {} → {} ({}), {} process(es) and {} socket(s) to hand over",
+            report.from_version, report.to_version, report.binary, report.processes, report.sockets
+        ),
         other => println!("{other:?}"),
     }
 }
@@ -64,6 +68,7 @@ pub fn json_of(response: &Response) -> serde_json::Value {
         Response::DStats(own) => serde_json::to_value(own),
         Response::Exec(out) => serde_json::to_value(out),
         Response::Sockets(list) => serde_json::to_value(list),
+        Response::Upgrade(report) => serde_json::to_value(report),
         other => serde_json::to_value(other),
     };
     value.unwrap_or(serde_json::Value::Null)
@@ -295,6 +300,9 @@ fn print_node_info(info: &NodeInfo) {
             "version",
             format!("{} (protocol {})", info.version, info.protocol),
         ),
+        ("pid", info.pid.to_string()),
+        ("binary", info.binary.clone()),
+        ("upgrades", info.upgrades.to_string()),
         ("uptime", human_duration(info.uptime)),
         ("cpus", info.cpus.to_string()),
         (

@@ -94,6 +94,13 @@ pub enum Job {
         /// Seconds it may run on each node.
         timeout: f64,
     },
+    /// `upgrade`, `batch` nodes at a time.
+    Upgrade {
+        /// The new binary (the running one when absent).
+        binary: Option<String>,
+        /// Nodes per batch.
+        batch: usize,
+    },
     /// `stats`, aggregated.
     Stats {
         /// Only this watcher.
@@ -183,6 +190,13 @@ pub fn run(target: &Target, job: Job, flags: Flags) -> ExitCode {
             }
             Job::Exec { template, timeout } => {
                 exec(&pool, &nodes, &template, timeout, reach, flags.json).await
+            }
+            Job::Upgrade { binary, batch } => {
+                let timeouts = crate::upgrade::timeouts(flags.timeout);
+                let done =
+                    ringmaster_meta::upgrade::rolling(&nodes, binary.clone(), batch, timeouts)
+                        .await;
+                upgrades(&pool, &Command::Upgrade { binary }, done, flags.json)
             }
             Job::Stats { name } => {
                 let command = Command::Stats { name };
@@ -308,6 +322,47 @@ fn report(pool: &Pool, command: &Command, results: &[NodeResult], json: bool) ->
         table(&full_header, &rows);
     }
     conclude(pool, command, results, json)
+}
+
+/// The outcome of a pool upgrade: one row per node upgraded (versions, pid,
+/// processes kept, time), then the nodes that failed or were not tried.
+fn upgrades(
+    pool: &Pool,
+    command: &Command,
+    done: Vec<(NodeResult, Option<ringmaster_meta::upgrade::Upgraded>)>,
+    json: bool,
+) -> ExitCode {
+    let (results, upgraded): (Vec<NodeResult>, Vec<_>) = done.into_iter().unzip();
+    if json {
+        let mut value = json_results(pool, &results);
+        if let Some(nodes) = value.get_mut("nodes").and_then(|n| n.as_array_mut()) {
+            for (node, upgraded) in nodes.iter_mut().zip(&upgraded) {
+                if let (Some(object), Some(u)) = (node.as_object_mut(), upgraded) {
+                    object.insert("result".into(), crate::upgrade::json_of(u));
+                }
+            }
+        }
+        output::print_json(&value);
+        return conclude(pool, command, &results, json);
+    }
+    let rows: Vec<Vec<String>> = upgraded
+        .iter()
+        .flatten()
+        .map(|u| {
+            vec![
+                u.info.node.clone(),
+                u.report.from_version.clone(),
+                u.info.version.clone(),
+                u.info.pid.to_string(),
+                u.report.processes.to_string(),
+                format!("{:.0} ms", u.took.as_secs_f64() * 1000.0),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(&["NODE", "FROM", "TO", "PID", "PROCESSES", "TOOK"], &rows);
+    }
+    conclude(pool, command, &results, json)
 }
 
 /// Table rows of one node's answer, without the NODE column.

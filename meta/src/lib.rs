@@ -10,6 +10,7 @@
 //! - [`batch`]: rolling restarts and reloads, N nodes at a time;
 //! - [`placement`]: choosing nodes for new processes from live node snapshots;
 //! - [`template`]: `{{node}}`, `{{first}}`, `{{label.NAME}}` in `exec` commands;
+//! - [`upgrade`]: upgrading agents in place, one or a pool batch by batch;
 //! - [`relay`]: what `nodemeta` runs: every agent's stream republished on one
 //!   endpoint, with pool totals and stale-node detection.
 //!
@@ -22,6 +23,7 @@ pub mod placement;
 pub mod pools;
 pub mod relay;
 pub mod template;
+pub mod upgrade;
 
 pub use fanout::{NodeError, NodeResult, Outcome, Verdict};
 pub use placement::Strategy;

@@ -380,6 +380,15 @@ pub enum Command {
     },
     /// Reopen every output file (after an external log rotation).
     Reopen {},
+    /// Re-execute the agent in place (same pid), with `binary` or the binary it
+    /// runs, handing over every process, output pipe and listening socket. The
+    /// new binary is checked first; when the check fails nothing changes. The
+    /// reply comes before the switch: wait for `nodeinfo`'s `upgrades` to grow.
+    Upgrade {
+        /// The new `nodeagent` binary (an absolute path on the node); the
+        /// running one when absent.
+        binary: Option<String>,
+    },
 }
 
 impl Command {
@@ -434,6 +443,7 @@ impl Command {
             Command::ListSockets {} => "listsockets",
             Command::Logs { .. } => "logs",
             Command::Reopen {} => "reopen",
+            Command::Upgrade { .. } => "upgrade",
         }
     }
 
@@ -465,6 +475,7 @@ impl Command {
         "listsockets",
         "logs",
         "reopen",
+        "upgrade",
     ];
 }
 
@@ -592,6 +603,24 @@ pub enum Response {
     Sockets(Vec<SocketInfo>),
     /// `logs`: recent output lines.
     Logs(crate::logs::LogReport),
+    /// `upgrade`: the new binary passed its checks; the agent re-executes it
+    /// right after this reply.
+    Upgrade(UpgradeReport),
+}
+
+/// What an `upgrade` is about to do, once its new binary passed the checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// The version running now.
+    pub from_version: String,
+    /// The version the new binary reports (`nodeagent --version`).
+    pub to_version: String,
+    /// The binary about to be executed.
+    pub binary: String,
+    /// Processes handed over (they keep running, with their pids).
+    pub processes: u32,
+    /// Listening sockets handed over (`[sockets]` and the agent's endpoints).
+    pub sockets: u32,
 }
 
 /// One listening socket the agent holds for its watchers.
@@ -827,6 +856,15 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     /// Ringmaster version of the agent.
     pub version: String,
+    /// The agent's pid (it stays the same across upgrades in place).
+    #[serde(default)]
+    pub pid: u32,
+    /// The binary the agent runs.
+    #[serde(default)]
+    pub binary: String,
+    /// Upgrades in place since the agent's process started.
+    #[serde(default)]
+    pub upgrades: u32,
     /// Protocol version of the agent.
     pub protocol: u16,
     /// Seconds since the agent started.

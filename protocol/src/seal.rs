@@ -675,6 +675,39 @@ impl ReplayGuard {
     pub fn remembered(&self) -> usize {
         self.seen.len()
     }
+
+    /// What this guard remembers, for the next program image of the same agent
+    /// (an upgrade in place): it goes on refusing what this one refused.
+    pub fn memory(&self) -> ReplayMemory {
+        ReplayMemory {
+            not_before_ms: self.not_before_ms,
+            seen: self.expiry.iter().map(|Reverse(entry)| *entry).collect(),
+        }
+    }
+
+    /// Goes on from `memory` instead of refusing everything sealed before now:
+    /// the frames it admitted stay refused until they expire.
+    pub fn resuming(mut self, memory: &ReplayMemory) -> ReplayGuard {
+        self.not_before_ms = memory.not_before_ms;
+        self.seen.clear();
+        self.expiry.clear();
+        for (expires, fingerprint) in memory.seen.iter().take(MAX_REMEMBERED) {
+            if self.seen.insert(*fingerprint) {
+                self.expiry.push(Reverse((*expires, *fingerprint)));
+            }
+        }
+        self
+    }
+}
+
+/// A [`ReplayGuard`]'s memory, handed from one program image of an agent to the
+/// next.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayMemory {
+    /// Frames sealed before this (milliseconds since the epoch) are refused.
+    pub not_before_ms: u64,
+    /// The nonces admitted and not expired: (expiry ms, fingerprint).
+    pub seen: Vec<(u64, u64)>,
 }
 
 /// What a key may do on an agent.
@@ -839,6 +872,20 @@ impl Gate {
                 guard: ReplayGuard::new(window).refusing_before(now_ms(), true),
             }),
             refusals: RefusalCounts::default(),
+        }
+    }
+
+    /// The replay memory of a keyed gate, for an upgrade in place.
+    pub fn replay_memory(&self) -> Option<ReplayMemory> {
+        self.keys.as_ref().map(|k| k.guard.memory())
+    }
+
+    /// Goes on from the replay memory of the previous program image (see
+    /// [`ReplayGuard::resuming`]).
+    pub fn resume_replay(&mut self, memory: &ReplayMemory) {
+        if let Some(keys) = self.keys.as_mut() {
+            let guard = std::mem::replace(&mut keys.guard, ReplayGuard::new(Duration::ZERO));
+            keys.guard = guard.resuming(memory);
         }
     }
 
@@ -1185,6 +1232,35 @@ mod tests {
             })
         );
         assert!(guard.check_at(now + 10, now, &[1; NONCE_LEN]).is_ok());
+    }
+
+    #[test]
+    fn a_resumed_guard_refuses_what_its_predecessor_admitted_and_no_more() {
+        let start = 1_000_000_000;
+        let window = Duration::from_secs(30);
+        let mut old = ReplayGuard::new(window).refusing_before(start, true);
+        assert!(old
+            .check_at(start + 100, start + 50, &[7; NONCE_LEN])
+            .is_ok());
+        let memory = old.memory();
+        // The next image starts later: a frame sealed after the old start and
+        // before the new one is still admitted (it was queued during the switch)...
+        let mut new = ReplayGuard::new(window)
+            .refusing_before(start + 5_000, true)
+            .resuming(&memory);
+        assert!(new
+            .check_at(start + 5_100, start + 4_000, &[8; NONCE_LEN])
+            .is_ok());
+        // ... one the old image admitted is not, nor one sealed before it started.
+        assert_eq!(
+            new.check_at(start + 5_100, start + 50, &[7; NONCE_LEN]),
+            Err(Refusal::Replayed)
+        );
+        assert!(matches!(
+            new.check_at(start + 5_100, start - 10, &[9; NONCE_LEN]),
+            Err(Refusal::BeforeStart { .. })
+        ));
+        assert_eq!(new.memory().seen.len(), 2);
     }
 
     /// Spins until the clock has passed `ms` (at most a millisecond).

@@ -50,8 +50,8 @@ use nix::fcntl::OFlag;
 use ringmaster_protocol::logs::LogStream;
 
 pub use service::{
-    OutputService, ReopenReport, ReopenedFile, LOG_QUEUE, MAX_LINE, PUBLISH_BYTES_PER_SECOND,
-    RING_BYTES, RING_LINES, STREAM_PUBLISH_BYTES_PER_SECOND,
+    HandedPipe, OutputService, ReopenReport, ReopenedFile, LOG_QUEUE, MAX_LINE,
+    PUBLISH_BYTES_PER_SECOND, RING_BYTES, RING_LINES, STREAM_PUBLISH_BYTES_PER_SECOND,
 };
 pub use spec::StreamConfig;
 
@@ -67,6 +67,21 @@ pub struct CaptureEnd {
     /// The output file, opened when the process was prepared (to report an
     /// unwritable file as a spawn error).
     file: Option<File>,
+}
+
+impl CaptureEnd {
+    /// The read end of a stream that a previous program image handed over (an
+    /// upgrade in place), for a process of a watcher whose stream is `spec`.
+    /// `None` when the watcher no longer captures that stream: then the pipe is
+    /// closed.
+    pub fn inherited(stream: LogStream, reader: OwnedFd, spec: &StreamConfig) -> Option<Self> {
+        matches!(spec.to, Output::Capture | Output::File(_)).then(|| CaptureEnd {
+            stream,
+            reader,
+            spec: spec.clone(),
+            file: None,
+        })
+    }
 }
 
 /// The captured streams of one process (none for `inherit` and `null`).

@@ -199,6 +199,20 @@ enum Request {
     Drain {
         reply: oneshot::Sender<()>,
     },
+    HandOver {
+        reply: oneshot::Sender<Vec<HandedPipe>>,
+    },
+}
+
+/// The read end of one captured stream, duplicated for an upgrade in place.
+#[derive(Debug)]
+pub struct HandedPipe {
+    /// The process.
+    pub pid: u32,
+    /// Which of its streams.
+    pub stream: LogStream,
+    /// A duplicate of the agent's read end (close-on-exec).
+    pub fd: std::os::fd::OwnedFd,
 }
 
 /// The supervisor's handle to the output thread.
@@ -336,6 +350,25 @@ impl OutputService {
         self.send(Request::Forget {
             watcher: watcher.to_string(),
         });
+    }
+
+    /// Duplicates of the read end of every captured stream, for an upgrade in
+    /// place, once what was read so far is written out. The output thread goes on
+    /// reading until the `exec`; what it has not read yet stays in the pipes for
+    /// the next program image.
+    pub async fn hand_over(&self, timeout: Duration) -> Result<Vec<HandedPipe>, String> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Request::HandOver { reply }) {
+            return Err("the output thread is not running".into());
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(pipes)) => Ok(pipes),
+            Ok(Err(_)) => Err("the output thread stopped".into()),
+            Err(_) => Err(format!(
+                "the output thread did not answer within {:.0}s (a slow file system?)",
+                timeout.as_secs_f64()
+            )),
+        }
     }
 
     /// Waits until every captured pipe has been read to its end (every process
@@ -498,6 +531,8 @@ struct Service {
     budget: RefCell<Budget>,
     echo: RefCell<Echo>,
     open_streams: Cell<usize>,
+    /// The pipe each pump reads, by process and stream (for a handover).
+    readers: RefCell<HashMap<(u32, LogStream), Rc<pipe::Receiver>>>,
     /// Some sink has lines waiting to be published.
     pending_lines: Cell<bool>,
     /// Told when the service becomes busy (see [`Service::busy`]).
@@ -525,6 +560,7 @@ impl Service {
             budget: RefCell::new(Budget::new(PUBLISH_BYTES_PER_SECOND)),
             echo: RefCell::new(Echo::NotStarted),
             open_streams: Cell::new(0),
+            readers: RefCell::new(HashMap::new()),
             pending_lines: Cell::new(false),
             wake: tokio::sync::Notify::new(),
             drain_waiters: RefCell::new(Vec::new()),
@@ -573,6 +609,21 @@ impl Service {
                     }
                 }
             }
+            Request::HandOver { reply } => {
+                self.flush_all();
+                let mut pipes = Vec::new();
+                for ((pid, stream), receiver) in self.readers.borrow().iter() {
+                    match receiver.as_fd().try_clone_to_owned() {
+                        Ok(fd) => pipes.push(HandedPipe {
+                            pid: *pid,
+                            stream: *stream,
+                            fd,
+                        }),
+                        Err(e) => warn!(pid, "cannot hand over the {stream} of process {pid}: {e}"),
+                    }
+                }
+                let _ = reply.send(pipes);
+            }
             Request::Drain { reply } => {
                 if self.open_streams.get() == 0 {
                     self.flush_all();
@@ -604,6 +655,10 @@ impl Service {
         };
         let sink = self.sink(watcher, stream, spec, file);
         self.open_streams.set(self.open_streams.get() + 1);
+        let receiver = Rc::new(receiver);
+        self.readers
+            .borrow_mut()
+            .insert((pid, stream), Rc::clone(&receiver));
         let service = Rc::clone(self);
         tokio::task::spawn_local(async move {
             service.pump(receiver, sink, pid, wid).await;
@@ -682,7 +737,7 @@ impl Service {
     /// Reads one process's stream to its end.
     async fn pump(
         self: Rc<Self>,
-        receiver: pipe::Receiver,
+        receiver: Rc<pipe::Receiver>,
         sink: Rc<StreamSink>,
         pid: u32,
         wid: u32,
@@ -738,6 +793,13 @@ impl Service {
         if !process.partial.is_empty() {
             let rest = std::mem::take(&mut process.partial);
             self.emit(&sink, &process, &rest, SystemTime::now());
+        }
+        {
+            let mut readers = self.readers.borrow_mut();
+            let key = (pid, sink.stream);
+            if readers.get(&key).is_some_and(|r| Rc::ptr_eq(r, &receiver)) {
+                readers.remove(&key);
+            }
         }
         drop(receiver);
         self.stream_closed(sink);

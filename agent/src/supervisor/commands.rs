@@ -124,6 +124,7 @@ impl Agent {
                 Ok(Response::Logs(self.output.logs(&name, lines, stream)))
             }
             Command::Reopen {} => self.reopen_files().await.map(Response::Changes),
+            Command::Upgrade { binary } => self.upgrade(binary).await.map(Response::Upgrade),
             other => Err(ErrorReply::new(
                 ErrorKind::UnknownCommand,
                 format!("command '{}' is not supported by this agent", other.name()),
@@ -797,8 +798,11 @@ impl Agent {
             node: settings.node.clone(),
             labels: settings.labels.clone(),
             version: RINGMASTER_VERSION.to_string(),
+            pid: std::process::id(),
+            binary: self.binary.display().to_string(),
+            upgrades: self.upgrades.get(),
             protocol: PROTOCOL_VERSION,
-            uptime: self.started.elapsed().as_secs_f64(),
+            uptime: self.uptime().as_secs_f64(),
             cpus: facts.cpus,
             memory_total: facts.memory_total,
             memory_available: facts.memory_available,

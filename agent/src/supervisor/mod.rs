@@ -43,6 +43,9 @@ use crate::survivors::PidJournal;
 mod commands;
 mod lifecycle;
 mod socket_ops;
+mod upgrade_ops;
+
+pub use upgrade_ops::{TakenOver, UpgradePlan};
 
 use lifecycle::{hook_error, OnFailure, Recheck, TaskGuard};
 
@@ -189,6 +192,23 @@ pub struct Agent {
     sockets: RefCell<Sockets>,
     /// Where output that goes through the agent is read, kept and published.
     output: OutputService,
+    /// Children handed over by an upgrade in place, reaped by pid.
+    adopted: Rc<crate::adopted::Adopted>,
+    /// The binary this agent runs, as it was when it started.
+    binary: PathBuf,
+    /// Where an upgrade writes its handover.
+    handover_path: PathBuf,
+    /// The listening sockets of the control and publish endpoints.
+    endpoint_fds: Cell<Option<(std::os::fd::RawFd, std::os::fd::RawFd)>>,
+    /// Upgrades in place since the agent's process started.
+    upgrades: Cell<u32>,
+    /// How long the agent had run before this program image.
+    uptime_before: Cell<Duration>,
+    /// An upgrade is being checked or carried out.
+    upgrading: Cell<bool>,
+    /// An upgrade that passed its checks, until its reply went out.
+    upgrade_plan: RefCell<Option<UpgradePlan>>,
+    upgrade_go: Notify,
 }
 
 fn now_secs(at: SystemTime) -> f64 {
@@ -277,11 +297,11 @@ impl Agent {
         events: mpsc::Sender<Outgoing>,
     ) -> Rc<Agent> {
         let StateDir {
+            paths,
             lock,
             store,
             runtime,
             pids,
-            ..
         } = state;
         let state = State {
             watchers: runtime
@@ -315,6 +335,15 @@ impl Agent {
             latest_stats: RefCell::new(Sample::default()),
             sockets: RefCell::new(Sockets::default()),
             output,
+            adopted: Rc::default(),
+            binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("nodeagent")),
+            handover_path: paths.handover(),
+            endpoint_fds: Cell::new(None),
+            upgrades: Cell::new(0),
+            uptime_before: Cell::new(Duration::ZERO),
+            upgrading: Cell::new(false),
+            upgrade_plan: RefCell::new(None),
+            upgrade_go: Notify::new(),
         })
     }
 
@@ -462,6 +491,12 @@ impl Agent {
     }
 
     fn refuse_if_shutting_down(&self) -> CmdResult<()> {
+        if self.upgrading.get() && self.shutting_down.get() {
+            return Err(ErrorReply::new(
+                ErrorKind::ShuttingDown,
+                "the agent is upgrading in place and takes no changes until it is done; try                  again in a moment",
+            ));
+        }
         if self.shutting_down.get() {
             return Err(ErrorReply::new(
                 ErrorKind::ShuttingDown,

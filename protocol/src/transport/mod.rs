@@ -25,8 +25,11 @@
 //! The sockets work on any tokio runtime; [`socket`] is the one piece that bridges
 //! libzmq and tokio.
 
+mod listener;
 mod monitor;
 mod socket;
+
+pub use self::listener::Listener;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +48,10 @@ use crate::PROTOCOL_VERSION;
 /// The largest control frame a peer may send: a body of [`MAX_FRAME_BYTES`],
 /// sealed. A bigger one closes the connection before it is read.
 pub const MAX_CONTROL_MESSAGE: usize = MAX_FRAME_BYTES + seal::OVERHEAD;
+
+/// How often a request that only reads is sent when its connection closes
+/// before the reply (an agent upgrading in place answers the next one).
+const MAX_ATTEMPTS: u32 = 3;
 
 /// The largest message a client or subscriber accepts from an agent (a `list` or
 /// `stats` reply of thousands of processes).
@@ -129,6 +136,14 @@ pub enum TransportError {
         /// How long we waited.
         after: Duration,
     },
+    /// The connection closed while a reply was awaited (the agent quit,
+    /// restarted or re-executed itself). A request that only reads is sent again
+    /// on a new connection; one that changes state is not, and this says so.
+    #[error("the connection to the agent at {endpoint} closed before it replied (it quit, restarted or is being upgraded in place): the command may or may not have been carried out; check with `status`")]
+    Lost {
+        /// Where.
+        endpoint: String,
+    },
     /// Sending or receiving failed after the connection was made.
     #[error("transport error with {endpoint}: {reason}")]
     Io {
@@ -182,6 +197,8 @@ pub struct Client {
     codec: Codec,
     keys: Option<Keyring>,
     socket: Option<Arc<AsyncSocket>>,
+    /// Tells when the connection of `socket` closes.
+    closed: Option<Monitor>,
     next_id: u64,
 }
 
@@ -206,6 +223,7 @@ impl Client {
             codec: Codec::default(),
             keys: None,
             socket: None,
+            closed: None,
             // Start ids at a random-ish value so that replies meant for an earlier
             // client of the same process are never mistaken for ours.
             next_id: u64::from(std::process::id()) << 32,
@@ -247,27 +265,44 @@ impl Client {
         command: Command,
         no_wait: bool,
     ) -> Result<Response, ClientError> {
-        self.next_id = self.next_id.wrapping_add(1);
-        let request = Request {
+        let deadline = Instant::now() + self.timeout;
+        let read_only = !command.changes_state();
+        let mut request = Request {
             v: PROTOCOL_VERSION,
-            id: self.next_id,
+            id: 0,
             no_wait,
             command,
         };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.next_id = self.next_id.wrapping_add(1);
+            request.id = self.next_id;
+            let (frame, nonce) = self.seal(&request)?;
+            match self.exchange_by(frame, request.id, nonce, deadline).await {
+                Ok(reply) => return reply.result.map_err(ClientError::Remote),
+                // A request that only reads is asked again (sealed anew, so
+                // that no replay guard refuses it) on a new connection.
+                Err(TransportError::Lost { .. }) if read_only && attempt < MAX_ATTEMPTS => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The frame of `request` (sealed with a fresh nonce when there are keys).
+    fn seal(&self, request: &Request) -> Result<(Vec<u8>, Option<Nonce>), TransportError> {
         let body = self
             .codec
-            .encode(&request)
+            .encode(request)
             .map_err(|e| TransportError::Codec(e.to_string()))?;
-        let (frame, nonce) = match &self.keys {
+        Ok(match &self.keys {
             Some(keys) => {
                 let sealed = seal::seal(keys.primary(), Kind::Request, &[], &body)
                     .map_err(TransportError::Codec)?;
                 (sealed.bytes, Some(sealed.nonce))
             }
             None => (body, None),
-        };
-        let reply = self.exchange(frame, request.id, nonce).await?;
-        reply.result.map_err(ClientError::Remote)
+        })
     }
 
     /// Sends an arbitrary frame as is and returns the first frame that comes
@@ -302,11 +337,22 @@ impl Client {
         nonce: Option<Nonce>,
     ) -> Result<Reply, TransportError> {
         let deadline = Instant::now() + self.timeout;
+        self.exchange_by(body, id, nonce, deadline).await
+    }
+
+    async fn exchange_by(
+        &mut self,
+        body: Vec<u8>,
+        id: u64,
+        nonce: Option<Nonce>,
+        deadline: Instant,
+    ) -> Result<Reply, TransportError> {
         let result = self.exchange_until(body, id, nonce, deadline).await;
         if result.is_err() {
-            // A DEALER never reconnects by itself, and a late reply would confuse
-            // the next request: start from a fresh socket next time.
+            // A late reply would confuse the next request: start from a fresh
+            // socket next time.
             self.socket = None;
+            self.closed = None;
         }
         result
     }
@@ -370,7 +416,9 @@ impl Client {
             )));
         }
         if self.socket.is_none() {
-            self.socket = Some(self.connect(deadline).await?);
+            let (socket, closed) = self.connect(deadline).await?;
+            self.socket = Some(socket);
+            self.closed = Some(closed);
         }
         let Some(socket) = self.socket.as_ref() else {
             return Err(self.io_error("no socket".into()));
@@ -385,8 +433,12 @@ impl Client {
         }
     }
 
-    /// A DEALER connected to the agent, its ZeroMQ handshake done.
-    async fn connect(&self, deadline: Instant) -> Result<Arc<AsyncSocket>, TransportError> {
+    /// A DEALER connected to the agent, its ZeroMQ handshake done, and the
+    /// monitor that tells when its connection closes.
+    async fn connect(
+        &self,
+        deadline: Instant,
+    ) -> Result<(Arc<AsyncSocket>, Monitor), TransportError> {
         let connect_error = |reason: String| TransportError::Connect {
             endpoint: self.endpoint.clone(),
             reason,
@@ -394,10 +446,10 @@ impl Client {
         let raw = dealer().map_err(|e| connect_error(e.to_string()))?;
         let socket = Arc::new(AsyncSocket::new(raw).map_err(|e| connect_error(e.to_string()))?);
         let timeout = self.timeout;
-        handshake(&socket, &self.endpoint, deadline, true)
+        let monitor = handshake(&socket, &self.endpoint, deadline, true)
             .await
             .map_err(|failure| connect_error(failure.reason(&self.endpoint, timeout)))?;
-        Ok(socket)
+        Ok((socket, monitor))
     }
 
     async fn recv_frame(&mut self, deadline: Instant) -> Result<Bytes, TransportError> {
@@ -405,7 +457,32 @@ impl Client {
             return Err(self.io_error("no socket".into()));
         };
         loop {
-            let frames = match tokio::time::timeout_at(deadline.into(), socket.recv()).await {
+            let closed = async {
+                match self.closed.as_ref() {
+                    Some(monitor) => loop {
+                        match monitor.next().await {
+                            Ok(event) if event.kind == zmq::SocketEvent::DISCONNECTED as u16 => {
+                                return
+                            }
+                            Ok(_) => {}
+                            Err(_) => std::future::pending::<()>().await,
+                        }
+                    },
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let received = tokio::select! {
+                biased;
+                received = tokio::time::timeout_at(deadline.into(), socket.recv()) => received,
+                () = closed => {
+                    // What arrived before the close is still read first.
+                    match socket.try_recv() {
+                        Ok(Some(frames)) => Ok(Ok(frames)),
+                        _ => return Err(TransportError::Lost { endpoint: self.endpoint.clone() }),
+                    }
+                }
+            };
+            let frames = match received {
                 Ok(Ok(frames)) => frames,
                 Ok(Err(e)) => return Err(self.io_error(e.to_string())),
                 Err(_) => {
@@ -435,7 +512,11 @@ impl Client {
 fn dealer() -> Result<zmq::Socket, zmq::Error> {
     let socket = context().socket(zmq::DEALER)?;
     socket.set_linger(0)?;
-    socket.set_immediate(true)?;
+    // Not ZMQ_IMMEDIATE: with it, libzmq drops the messages that arrived but were
+    // not read yet when the connection closes, and the reply an agent sends just
+    // before it re-executes itself would be lost. Requests wait for the handshake
+    // anyway ([`handshake`]).
+    socket.set_immediate(false)?;
     socket.set_maxmsgsize(MAX_REPLY_MESSAGE)?;
     socket.set_sndhwm(CONTROL_HWM)?;
     socket.set_rcvhwm(CONTROL_HWM)?;
@@ -453,6 +534,25 @@ fn set_heartbeats(socket: &zmq::Socket) -> Result<(), zmq::Error> {
     socket.set_heartbeat_ivl(HEARTBEAT_IVL_MS)?;
     socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
     socket.set_heartbeat_ttl(HEARTBEAT_TIMEOUT_MS)
+}
+
+/// For a process about to `exec` (an agent upgrading in place): sends what
+/// libzmq still has queued (a last reply) and ends the process's libzmq context.
+/// Close every socket first; no socket may be used afterwards. False when the
+/// queues were not sent within `limit` (the rest is lost with the `exec`).
+pub fn finish_for_exec(limit: Duration) -> bool {
+    let (done, finished) = std::sync::mpsc::channel();
+    let mut context = context().clone();
+    let spawned = std::thread::Builder::new()
+        .name("zmq-finish".into())
+        .spawn(move || {
+            let mut result = context.destroy();
+            while result == Err(zmq::Error::EINTR) {
+                result = context.destroy();
+            }
+            let _ = done.send(result.is_ok());
+        });
+    spawned.is_ok() && matches!(finished.recv_timeout(limit), Ok(true))
 }
 
 /// Why a connection could not be made.
@@ -504,7 +604,8 @@ fn refusal_reason(endpoint: &str) -> String {
 }
 
 /// Connects `socket` to `endpoint` and waits until its ZeroMQ handshake is done,
-/// until `deadline`. With `fail_fast`, a refused attempt ends the wait (a client
+/// until `deadline`; returns the monitor, which then tells when the connection
+/// closes. With `fail_fast`, a refused attempt ends the wait (a client
 /// wants to know at once); without, libzmq retries until the deadline (a
 /// subscriber may connect before its publisher binds).
 async fn handshake(
@@ -512,13 +613,21 @@ async fn handshake(
     endpoint: &str,
     deadline: Instant,
     fail_fast: bool,
-) -> Result<(), ConnectFailure> {
-    let monitor = Monitor::start(socket, CONNECT_EVENTS)
-        .map_err(|e| ConnectFailure::Monitor(e.to_string()))?;
+) -> Result<Monitor, ConnectFailure> {
+    let monitor = Monitor::start(
+        socket,
+        CONNECT_EVENTS | zmq::SocketEvent::DISCONNECTED as i32,
+    )
+    .map_err(|e| ConnectFailure::Monitor(e.to_string()))?;
     socket
         .lock()
         .connect(endpoint)
         .map_err(ConnectFailure::Endpoint)?;
+    // A connection closed in the middle of the handshake (an agent that is
+    // re-executing itself closes what it accepted) is tried once more: libzmq
+    // reconnects by itself, and the connection waits in the new image's queue.
+    let mut cut_short = 0;
+    let mut retry_after_cut = false;
     loop {
         let event = match tokio::time::timeout_at(deadline.into(), monitor.next()).await {
             Ok(Ok(event)) => event,
@@ -526,10 +635,22 @@ async fn handshake(
             Err(_) => return Err(ConnectFailure::Timeout),
         };
         match event.kind {
-            k if k == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => return Ok(()),
+            k if k == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => return Ok(monitor),
             k if k == zmq::SocketEvent::CONNECT_RETRIED as u16 => {
-                if fail_fast {
+                // After a cut, libzmq announces its reconnection as a retry.
+                if retry_after_cut {
+                    retry_after_cut = false;
+                } else if fail_fast {
                     return Err(ConnectFailure::Refused);
+                }
+            }
+            k if k == zmq::SocketEvent::DISCONNECTED as u16
+                || k == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16 =>
+            {
+                cut_short += 1;
+                retry_after_cut = true;
+                if fail_fast && cut_short > 2 {
+                    return Err(ConnectFailure::Handshake);
                 }
             }
             _ => {
@@ -589,11 +710,41 @@ impl Bound {
     /// Binds `raw` at `endpoint` (removing a stale ipc socket file first) under
     /// `limits`.
     fn bind(raw: zmq::Socket, endpoint: &str, limits: Limits) -> Result<Bound, TransportError> {
+        prepare_bind(endpoint)?;
+        Self::bind_as(raw, endpoint, limits, true)
+    }
+
+    /// Binds `raw` to `listener`, which stays open when the socket is closed or
+    /// unbound.
+    fn bind_listener(
+        mut raw: zmq::Socket,
+        listener: &Listener,
+        limits: Limits,
+    ) -> Result<Bound, TransportError> {
+        let bind_error = |reason: String| TransportError::Bind {
+            endpoint: listener.endpoint().to_string(),
+            reason,
+        };
+        let fd = listener
+            .duplicate()
+            .map_err(|e| bind_error(format!("cannot duplicate the listening socket: {e}")))?;
+        listener::use_fd(&mut raw, fd)
+            .map_err(|e| bind_error(format!("libzmq refused the listening socket: {e}")))?;
+        Self::bind_as(raw, listener.endpoint(), limits, false)
+    }
+
+    /// The bind itself; `own_file`: libzmq makes the ipc socket file, which then
+    /// gets `limits`' group and mode.
+    fn bind_as(
+        raw: zmq::Socket,
+        endpoint: &str,
+        limits: Limits,
+        own_file: bool,
+    ) -> Result<Bound, TransportError> {
         let bind_error = |reason: String| TransportError::Bind {
             endpoint: endpoint.to_string(),
             reason,
         };
-        prepare_bind(endpoint)?;
         raw.set_handshake_ivl(HANDSHAKE_TIMEOUT_MS)
             .and_then(|()| set_heartbeats(&raw))
             .and_then(|()| raw.set_tcp_keepalive(1))
@@ -609,7 +760,7 @@ impl Bound {
                 _ => endpoint.to_string(),
             }
         };
-        if let Some(path) = bound.strip_prefix("ipc://") {
+        if let Some(path) = bound.strip_prefix("ipc://").filter(|_| own_file) {
             if let Some(gid) = limits.ipc_group {
                 nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
                     .map_err(|e| bind_error(format!("cannot give {path} to group {gid}: {e}")))?;
@@ -633,6 +784,19 @@ impl Bound {
             counts,
             police,
         })
+    }
+}
+
+impl Bound {
+    /// Stops accepting connections at the endpoint; the connections made stay.
+    fn unbind(&self) -> Result<(), TransportError> {
+        self.socket
+            .lock()
+            .unbind(&self.endpoint)
+            .map_err(|e| TransportError::Bind {
+                endpoint: self.endpoint.clone(),
+                reason: format!("cannot unbind: {e}"),
+            })
     }
 }
 
@@ -684,6 +848,28 @@ impl ControlServer {
         Ok(ControlServer {
             bound: Bound::bind(raw, endpoint, limits)?,
         })
+    }
+
+    /// Serves the connections of `listener` under `limits`; the listener stays
+    /// open when this server is dropped or unbound (see [`Listener`]).
+    pub async fn bind_listener(
+        listener: &Listener,
+        limits: Limits,
+    ) -> Result<Self, TransportError> {
+        let raw = router().map_err(|e| TransportError::Bind {
+            endpoint: listener.endpoint().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(ControlServer {
+            bound: Bound::bind_listener(raw, listener, limits)?,
+        })
+    }
+
+    /// Stops accepting connections (they wait in the listener's queue, when it
+    /// is a [`Listener`] that stays open); requests of connections already made
+    /// still arrive.
+    pub fn unbind(&self) -> Result<(), TransportError> {
+        self.bound.unbind()
     }
 
     /// The bound endpoint (with the real port when port 0 was asked for).
@@ -795,6 +981,27 @@ impl Publisher {
             bound: Bound::bind(raw, endpoint, limits)?,
             key: None,
         })
+    }
+
+    /// Publishes to the subscribers that connect to `listener`, under `limits`;
+    /// the listener stays open when this publisher is dropped or unbound.
+    pub async fn bind_listener(
+        listener: &Listener,
+        limits: Limits,
+    ) -> Result<Self, TransportError> {
+        let raw = publisher().map_err(|e| TransportError::Bind {
+            endpoint: listener.endpoint().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Publisher {
+            bound: Bound::bind_listener(raw, listener, limits)?,
+            key: None,
+        })
+    }
+
+    /// Stops accepting subscribers (they wait in the listener's queue).
+    pub fn unbind(&self) -> Result<(), TransportError> {
+        self.bound.unbind()
     }
 
     /// Seals every body with `key` from now on (`None`: publish in clear). The

@@ -96,6 +96,18 @@ impl AsyncSocket {
         }
     }
 
+    /// Receives one whole message if one is queued: `Ok(None)` when none is.
+    pub(crate) fn try_recv(&self) -> Result<Option<Vec<Vec<u8>>>, zmq::Error> {
+        let result = self.lock().recv_multipart(zmq::DONTWAIT);
+        // The call may have consumed a notification another task waits for.
+        self.changed.notify_waiters();
+        match result {
+            Ok(frames) => Ok(Some(frames)),
+            Err(zmq::Error::EAGAIN) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends one message, waiting while libzmq cannot take it (a DEALER with no
     /// connected peer, a queue at its high-water mark).
     pub(crate) async fn send(&self, frames: Vec<Vec<u8>>) -> Result<(), zmq::Error> {
