@@ -10,6 +10,7 @@
 //! The binaries are found next to the running executable (`target/<profile>/`), or
 //! in `$RINGMASTER_BIN_DIR`. `cargo test --workspace` builds them.
 
+pub mod http;
 pub mod meta;
 pub mod pool;
 

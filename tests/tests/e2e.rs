@@ -30,4 +30,5 @@ mod e2e {
     mod state_dir;
     mod stats;
     mod systemd;
+    mod upgrade;
 }

@@ -5,16 +5,12 @@
 //! `nodectl listsockets`; TCP over IPv4 and IPv6, and unix sockets.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use ringmaster_protocol::message::SocketInfo;
 use ringmaster_protocol::{Command, ErrorKind, EventKind, Response};
+use ringmaster_tests::http::{assert_clean, request, Hammer};
 use ringmaster_tests::{bin_path, wait_for, wait_for_blocking, TestAgent, DEADLINE};
 
 fn worker() -> String {
@@ -42,99 +38,6 @@ fn tcp_addr(info: &SocketInfo) -> SocketAddr {
         .unwrap_or_else(|e| panic!("socket address {:?}: {e}", info.address))
 }
 
-/// One request to the HTTP worker: the pid that answered, or what went wrong.
-fn request(addr: SocketAddr) -> Result<u32, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(|e| format!("set_read_timeout: {e}"))?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .map_err(|e| format!("read: {e} (got {text:?})"))?;
-    if !text.starts_with("HTTP/1.0 200 OK") {
-        return Err(format!("bad response {text:?}"));
-    }
-    text.rsplit("pid ")
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .ok_or_else(|| format!("no pid in {text:?}"))
-}
-
-/// What a [`Hammer`] saw.
-#[derive(Debug, Default)]
-struct Tally {
-    ok: u64,
-    failures: Vec<String>,
-    pids: BTreeSet<u32>,
-}
-
-/// A client thread sending requests back to back until stopped.
-struct Hammer {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    tally: Arc<Mutex<Tally>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Hammer {
-    fn start(addr: SocketAddr) -> Hammer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let thread = {
-            let (stop, ok, tally) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&tally));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let result = request(addr);
-                    let mut tally = tally.lock().unwrap();
-                    match result {
-                        Ok(pid) => {
-                            tally.ok += 1;
-                            tally.pids.insert(pid);
-                            ok.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(e) => tally.failures.push(e),
-                    }
-                }
-            })
-        };
-        Hammer {
-            stop,
-            ok,
-            tally,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits until `more` further requests succeeded.
-    fn wait_more(&self, more: u64, what: &str) {
-        let target = self.ok.load(Ordering::SeqCst) + more;
-        wait_for_blocking(what, DEADLINE, || {
-            self.ok.load(Ordering::SeqCst) >= target
-                || !self.tally.lock().unwrap().failures.is_empty()
-        });
-    }
-
-    fn finish(mut self) -> Tally {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        std::mem::take(&mut *self.tally.lock().unwrap())
-    }
-}
-
-impl Drop for Hammer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
 fn web_config(extra: &str) -> String {
     format!(
         "[sockets.web]\nhost = \"127.0.0.1\"\nport = 0\n\n\
@@ -142,21 +45,6 @@ fn web_config(extra: &str) -> String {
          graceful_timeout = 10\n{extra}",
         worker()
     )
-}
-
-fn assert_clean(tally: &Tally, at_least: u64) {
-    assert!(
-        tally.failures.is_empty(),
-        "{} request(s) failed (of {} ok): {:?}",
-        tally.failures.len(),
-        tally.ok,
-        tally.failures.iter().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        tally.ok >= at_least,
-        "only {} request(s) succeeded",
-        tally.ok
-    );
 }
 
 #[tokio::test]
