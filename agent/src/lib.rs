@@ -557,7 +557,7 @@ async fn serve(agent: Rc<Agent>, mut server: ControlServer, gate: Rc<RefCell<Gat
         };
         let agent = Rc::clone(&agent);
         let gate = Rc::clone(&gate);
-        tokio::task::spawn_local(async move {
+        let mut reply = Box::pin(async move {
             let Admitted { request, caller } = admitted;
             if let Command::Exec { cmd, .. } = &request.command {
                 info!(caller = %caller, cmd = cmd.as_str(), "exec requested");
@@ -572,7 +572,21 @@ async fn serve(agent: Rc<Agent>, mut server: ControlServer, gate: Rc<RefCell<Gat
                 agent.upgrade_reply_sent();
             }
         });
+        // Most commands (status, list, get, stats...) are answered without waiting
+        // for anything: answer those here, before the next request is read, with
+        // no task to spawn and wake. What has to wait goes on in a task of its own.
+        if poll_once(reply.as_mut()).is_pending() {
+            tokio::task::spawn_local(reply);
+        }
     }
+}
+
+/// Polls `future` once, outside any task: it makes what progress it can without
+/// waiting. A future that returns `Pending` is polled again by whoever takes it
+/// next (its waker registrations are renewed at every poll).
+fn poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    future.poll(&mut context)
 }
 
 /// Logs refused frames: the first few of every second, then how many were not

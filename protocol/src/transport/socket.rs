@@ -3,13 +3,22 @@
 //! A libzmq socket is driven from Rust with non-blocking calls (`ZMQ_DONTWAIT`);
 //! when one would block, the task waits on the socket's `ZMQ_FD` under tokio's
 //! [`AsyncFd`]. That descriptor is a notification, not the socket: it becomes
-//! readable when the socket's state *may* have changed, and every call on the socket
-//! (a send, a receive, even reading `ZMQ_EVENTS`) may consume that notification.
-//! So a waiter always re-reads `ZMQ_EVENTS` before it sleeps, clears tokio's
-//! readiness only when nothing it wants is pending, and a call made by another task
-//! wakes the waiters ([`Notify`]) so that they look again. With those three rules no
-//! wake-up is lost, whichever runtime (current-thread or multi-thread) the tasks run
-//! on.
+//! readable when libzmq queues a command for the socket (a message arrived, a
+//! peer can take more), and the libzmq call that processes those commands (a
+//! receive, a send, reading `ZMQ_EVENTS`) drains it. Three rules keep every
+//! wake-up:
+//!
+//! - a task sleeps only right after a call that processed every queued command: a
+//!   receive that found nothing, or `ZMQ_EVENTS` (a send that fails may not have
+//!   looked), so the descriptor was drained and the next change signals it anew;
+//! - every call is counted, and a task that sleeps also wakes when another task has
+//!   made a call since its own ([`Notify`]), since that call may have drained a
+//!   signal meant for it;
+//! - after a wake-up the task clears tokio's readiness before it calls again, so
+//!   readiness that comes after that call is kept.
+//!
+//! So a receive costs no `ZMQ_EVENTS` read at all, a task is woken by another
+//! only when one waits, and the bridge holds on either tokio runtime.
 //!
 //! Every socket of a process lives in one libzmq context ([`context`]) with one I/O
 //! thread; the context is never terminated, so no exit waits on a lingering peer.
@@ -55,6 +64,8 @@ pub(crate) struct AsyncSocket {
     // Declared first so that it is deregistered before libzmq closes the socket.
     readiness: AsyncFd<Notification>,
     socket: Mutex<zmq::Socket>,
+    /// Calls made on the socket so far through [`AsyncSocket::call`].
+    calls: AtomicU64,
     changed: Notify,
 }
 
@@ -73,6 +84,7 @@ impl AsyncSocket {
         Ok(AsyncSocket {
             readiness,
             socket: Mutex::new(socket),
+            calls: AtomicU64::new(0),
             changed: Notify::new(),
         })
     }
@@ -85,23 +97,34 @@ impl AsyncSocket {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Makes one call on the socket and wakes the tasks that wait on it (the call
+    /// may have drained a signal one of them waits for); returns its result and
+    /// the number of calls made so far, this one included.
+    fn call<T>(&self, f: impl FnOnce(&zmq::Socket) -> T) -> (T, u64) {
+        let (result, seen) = {
+            let socket = self.lock();
+            let result = f(&socket);
+            (result, self.calls.fetch_add(1, Ordering::AcqRel) + 1)
+        };
+        self.changed.notify_waiters();
+        (result, seen)
+    }
+
     /// Receives one whole message (all its frames).
     pub(crate) async fn recv(&self) -> Result<Vec<Vec<u8>>, zmq::Error> {
         loop {
-            match self.lock().recv_multipart(zmq::DONTWAIT) {
-                Err(zmq::Error::EAGAIN) => {}
+            let (result, seen) = self.call(|s| s.recv_multipart(zmq::DONTWAIT));
+            match result {
+                // To find nothing, libzmq processed every queued command.
+                Err(zmq::Error::EAGAIN) => self.wait(seen).await?,
                 other => return other,
             }
-            self.ready(zmq::POLLIN).await?;
         }
     }
 
     /// Receives one whole message if one is queued: `Ok(None)` when none is.
     pub(crate) fn try_recv(&self) -> Result<Option<Vec<Vec<u8>>>, zmq::Error> {
-        let result = self.lock().recv_multipart(zmq::DONTWAIT);
-        // The call may have consumed a notification another task waits for.
-        self.changed.notify_waiters();
-        match result {
+        match self.call(|s| s.recv_multipart(zmq::DONTWAIT)).0 {
             Ok(frames) => Ok(Some(frames)),
             Err(zmq::Error::EAGAIN) => Ok(None),
             Err(e) => Err(e),
@@ -115,46 +138,118 @@ impl AsyncSocket {
             if self.try_send(&frames)? {
                 return Ok(());
             }
-            self.ready(zmq::POLLOUT).await?;
+            // A send that fails may not have looked at the queued commands;
+            // reading the events processes them all.
+            let (events, seen) = self.call(zmq::Socket::get_events);
+            if !events?.contains(zmq::POLLOUT) {
+                self.wait(seen).await?;
+            }
         }
     }
 
     /// Sends one message if libzmq takes it now: `Ok(false)` when it would block.
     pub(crate) fn try_send(&self, frames: &[Vec<u8>]) -> Result<bool, zmq::Error> {
-        let result = self.lock().send_multipart(frames, zmq::DONTWAIT);
-        // The call may have consumed a notification another task waits for.
-        self.changed.notify_waiters();
-        match result {
+        match self.call(|s| s.send_multipart(frames, zmq::DONTWAIT)).0 {
             Ok(()) => Ok(true),
             Err(zmq::Error::EAGAIN) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Waits until the socket has one of `want` pending.
-    async fn ready(&self, want: zmq::PollEvents) -> Result<(), zmq::Error> {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.lock().get_events()?.intersects(want) {
-                return Ok(());
-            }
-            tokio::select! {
-                guard = self.readiness.readable() => {
-                    let mut guard = guard.map_err(|_| zmq::Error::EFAULT)?;
-                    let events = self.lock().get_events()?;
-                    if !events.intersects(want) {
-                        guard.clear_ready();
-                        if !events.is_empty() {
-                            // Reading the events consumed the notification: pass it
-                            // on to a task that waits for what is pending.
-                            self.changed.notify_waiters();
-                        }
-                    }
-                }
-                () = &mut changed => {}
-            }
+    /// Waits after call number `seen`, which processed every queued command:
+    /// until the notification descriptor signals, or another task makes a call.
+    async fn wait(&self, seen: u64) -> Result<(), zmq::Error> {
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if self.calls.load(Ordering::Acquire) != seen {
+            // Another task called meanwhile: look again.
+            return Ok(());
         }
+        tokio::select! {
+            guard = self.readiness.readable() => {
+                // The next call drains the descriptor; what signals after it
+                // must stay ready.
+                guard.map_err(|_| zmq::Error::EFAULT)?.clear_ready();
+            }
+            () = &mut changed => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// One task waits to send (a DEALER with no peer yet) while another waits to
+    /// receive on the same socket; a peer comes, echoes, and both get through.
+    async fn a_sender_and_a_receiver_wait_on_one_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/s.sock", dir.path().display());
+        let dealer = context().socket(zmq::DEALER).unwrap();
+        dealer.set_linger(0).unwrap();
+        dealer.set_immediate(true).unwrap();
+        dealer.set_reconnect_ivl(20).unwrap();
+        dealer.connect(&endpoint).unwrap();
+        let dealer = Arc::new(AsyncSocket::new(dealer).unwrap());
+        let receiving = tokio::spawn({
+            let dealer = Arc::clone(&dealer);
+            async move {
+                let mut got = Vec::new();
+                for _ in 0..100 {
+                    got.push(dealer.recv().await.unwrap());
+                }
+                got
+            }
+        });
+        let sending = tokio::spawn({
+            let dealer = Arc::clone(&dealer);
+            async move {
+                for i in 0..100u8 {
+                    dealer.send(vec![vec![i]]).await.unwrap();
+                }
+            }
+        });
+        // The peer comes only once both tasks wait.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let router = context().socket(zmq::ROUTER).unwrap();
+        router.set_linger(0).unwrap();
+        router.bind(&endpoint).unwrap();
+        let router = AsyncSocket::new(router).unwrap();
+        for _ in 0..100 {
+            let message = router.recv().await.unwrap();
+            router.send(message).await.unwrap();
+        }
+        let (got, sent) = tokio::time::timeout(Duration::from_secs(20), async {
+            (receiving.await.unwrap(), sending.await)
+        })
+        .await
+        .unwrap();
+        sent.unwrap();
+        let expected: Vec<Vec<Vec<u8>>> = (0..100u8).map(|i| vec![vec![i]]).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn on_a_current_thread_runtime() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(a_sender_and_a_receiver_wait_on_one_socket());
+    }
+
+    #[test]
+    fn on_a_multi_thread_runtime() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(a_sender_and_a_receiver_wait_on_one_socket());
     }
 }

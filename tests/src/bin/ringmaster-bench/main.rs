@@ -15,9 +15,11 @@
 //! 2. crash-to-respawn latency: SIGKILL each of 100 processes once and wait for the
 //!    `spawn` event of its slot (target: p50 ≤ 5 ms);
 //! 3. control round trip: 10 000 `status` requests through one client while the
-//!    agent supervises the 1000 processes (targets: p50 ≤ 150 µs, p99 ≤ 500 µs);
+//!    agent supervises the 1000 processes (targets: p50 ≤ 150 µs, p99 ≤ 500 µs),
+//!    against the same requests from a blocking libzmq DEALER and against a plain
+//!    libzmq DEALER/ROUTER pair, in alternating blocks (see [`direct`]);
 //! 4. wall time of one `nodectl status` run (target: median ≤ 20 ms);
-//! 5. the agent's resident memory, idle and with 1000 processes (target: ≤ 12 MiB
+//! 5. the agent's resident memory, idle and with 1000 processes (target: ≤ 10 MiB
 //!    with 1000);
 //! 6. what live statistics cost: the agent's CPU averaged over 30 s and its memory
 //!    with 1000 processes sampled every second (targets: ≤ 3% of a core, ≤ 30 MB),
@@ -47,6 +49,7 @@ use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod direct;
 mod output;
 mod pool;
 mod restart;
@@ -92,7 +95,7 @@ const SLEEP_WATCHER: &str = "sleep";
 /// The watcher whose processes are killed.
 const CRASH_WATCHER: &str = "crash";
 /// The target for resident memory, in bytes.
-const RSS_TARGET: u64 = 12 * 1024 * 1024;
+const RSS_TARGET: u64 = 10 * 1024 * 1024;
 
 /// How many of each thing a run does.
 #[derive(Debug, Clone, Copy)]
@@ -568,7 +571,7 @@ async fn measure_under_load(
     let incr = agent_spawn(&agent.control, scale.spawns, pids).await?;
     report_spawn_rates(scale, report, plain, incr);
 
-    round_trip_phase(scale, report, &mut client).await?;
+    round_trip_phase(scale, report, &mut client, &agent.control).await?;
     nodectl_phase(scale, report, &agent.control)?;
 
     let loaded = Rss::of(agent.pid())?;
@@ -662,29 +665,21 @@ async fn agent_spawn(control: &str, n: u32, pids: &mut Vec<u32>) -> Result<Durat
     Ok(took)
 }
 
-/// Times `status` requests through one client (phase 3).
-async fn round_trip_phase(scale: Scale, report: &mut Report, client: &mut Client) -> Result<()> {
+/// Times `status` requests through one client (phase 3), against the same requests
+/// from a blocking libzmq DEALER to the agent and to a plain libzmq ROUTER, in the
+/// same run (see [`direct`]).
+async fn round_trip_phase(
+    scale: Scale,
+    report: &mut Report,
+    client: &mut Client,
+    control: &str,
+) -> Result<()> {
     progress(&format!(
-        "round trip: {} status requests with {} processes supervised",
+        "round trip: {} status requests with {} processes supervised, on each of three paths",
         scale.requests, scale.spawns
     ));
-    // Warm up: connection, allocator, caches.
-    for _ in 0..scale.requests / 100 {
-        status(client).await?;
-    }
-    let mut samples = Vec::with_capacity(scale.requests as usize);
-    for _ in 0..scale.requests {
-        let started = Instant::now();
-        let reply = client
-            .call(Command::Status { name: None })
-            .await
-            .context("status")?;
-        samples.push(started.elapsed());
-        if !matches!(reply, Response::Status(_)) {
-            bail!("unexpected reply to status: {reply:?}");
-        }
-    }
-    let stats = Stats::of(samples);
+    let direct = direct::measure(client, control, scale.requests).await?;
+    let stats = &direct.client;
     report.check(
         "status round trip p50",
         format_duration(stats.p50),
@@ -698,7 +693,42 @@ async fn round_trip_phase(scale: Scale, report: &mut Report, client: &mut Client
         stats.p99 <= Duration::from_micros(500),
     );
     report.row("status round trip max", format_duration(stats.max));
+    let p50_p99 = |s: &Stats| format!("{} / {}", format_duration(s.p50), format_duration(s.p99));
+    report.row(
+        "  same, blocking libzmq DEALER to the agent, p50 / p99",
+        p50_p99(&direct.blocking),
+    );
+    report.row(
+        format!(
+            "  plain libzmq DEALER/ROUTER, {} B reply, p50 / p99",
+            direct.reply_bytes
+        ),
+        p50_p99(&direct.floor),
+    );
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    report.row(
+        "  client / plain libzmq, p50 / p99",
+        format!(
+            "{:.2}× / {:.2}×",
+            ratio(stats.p50, direct.floor.p50),
+            ratio(stats.p99, direct.floor.p99)
+        ),
+    );
+    report.row(
+        "  above plain libzmq at p50: agent / client side",
+        format!(
+            "{} / {}",
+            format_signed(direct.blocking.p50, direct.floor.p50),
+            format_signed(stats.p50, direct.blocking.p50)
+        ),
+    );
     Ok(())
+}
+
+/// `a - b`, signed, in microseconds.
+fn format_signed(a: Duration, b: Duration) -> String {
+    let micros = (a.as_secs_f64() - b.as_secs_f64()) * 1e6;
+    format!("{micros:+.0} µs")
 }
 
 /// Times `nodectl --endpoint CONTROL status` runs (phase 4).
