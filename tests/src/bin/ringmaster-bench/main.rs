@@ -34,6 +34,8 @@
 //!    the agent, one to a rotated file and one captured, against the idle agent
 //!    (target: p99 ≤ 5 ms), with the bytes per second read and what was dropped;
 //! 10. the restart policy on its defaults (see [`restart`]), only with `--phase 10`
+//! 11. upgrade in place with 1000 processes, `status` asked meanwhile (see
+//!     [`upgrade`])
 //!     (it takes some 40 s): respawn latency of 100 processes killed once each after
 //!     `min_uptime` (target: p50 ≤ 2 ms), the share of time a slot killed every 2 s
 //!     runs (20 s, or `--kill-window SECS`), and replacements per second of 100
@@ -54,6 +56,7 @@ mod output;
 mod pool;
 mod restart;
 mod sealing;
+mod upgrade;
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -70,7 +73,7 @@ Usage: ringmaster-bench [--quick] [--phase N] [--kill-window SECS]
 Options:
   --quick             scale counts down for a smoke run (100 spawns, 20 kills, 1000 requests,
                       a pool of 10 agents, 2 s of output flood)
-  --phase N           run only phase N (1-10; phases 1, 3, 4 and 5 run together; phase 10,
+  --phase N           run only phase N (1-11; phases 1, 3, 4 and 5 run together; phase 10,
                       the restart policy, runs only when asked for, as it takes some 40 s)
   --kill-window SECS  how long phase 10 kills one slot every 2 s (default 20, quick 6)
   -h, --help          print this help
@@ -112,6 +115,8 @@ struct Scale {
     pool: pool::PoolScale,
     /// The restart-policy phase.
     restart: restart::RestartScale,
+    /// The upgrade-in-place phase.
+    upgrade: upgrade::UpgradeScale,
     /// Whether this is a `--quick` run.
     quick: bool,
     /// Run only this phase (`--phase N`).
@@ -135,6 +140,7 @@ impl Scale {
             kill_window: Duration::from_secs(20),
             replace_window: Duration::from_secs(5),
         },
+        upgrade: upgrade::UpgradeScale::FULL,
         quick: false,
         only: None,
     };
@@ -154,6 +160,7 @@ impl Scale {
             kill_window: Duration::from_secs(6),
             replace_window: Duration::from_secs(2),
         },
+        upgrade: upgrade::UpgradeScale::QUICK,
         quick: true,
         only: None,
     };
@@ -209,8 +216,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Scale>> {
             "--phase" => {
                 let value = args.next().unwrap_or_default();
                 match value.parse::<u32>() {
-                    Ok(n) if (1..=10).contains(&n) => only = Some(n),
-                    _ => bail!("--phase takes a phase number from 1 to 10, not '{value}'"),
+                    Ok(n) if (1..=11).contains(&n) => only = Some(n),
+                    _ => bail!("--phase takes a phase number from 1 to 11, not '{value}'"),
                 }
             }
             "--kill-window" => {
@@ -281,6 +288,11 @@ fn run(scale: Scale) -> Result<Report> {
         if scale.only == Some(10) {
             if let Err(e) = restart::restart_phase(scale.restart, &mut report).await {
                 report.fail("restart policy phase", &e);
+            }
+        }
+        if scale.runs(&[11]) {
+            if let Err(e) = upgrade::upgrade_phase(scale.upgrade, &mut report).await {
+                report.fail("upgrade phase", &e);
             }
         }
     });
@@ -362,6 +374,11 @@ fn print_header(scale: Scale, agent_bin: &std::path::Path) {
     println!(
         "             replacements/s of 100 workers exiting 0 after 0.1 s vs a plain loop (--phase 10 only)"
     );
+    println!(
+        "         11. upgrade in place: {} upgrades of an agent with {} processes and of one with none,",
+        scale.upgrade.upgrades, scale.upgrade.processes
+    );
+    println!("             status asked back to back meanwhile");
     if let Some(only) = scale.only {
         println!("only:     phase {only}");
     }
