@@ -23,7 +23,7 @@ _nodeagent() {
 
     case "${cmd}" in
         nodeagent)
-            opts="-c -v -h -V --config --check-config --verbose --log-format --help --version"
+            opts="-c -v -h -V --config --check-config --resume-from --check-upgrade --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -38,6 +38,14 @@ _nodeagent() {
                     return 0
                     ;;
                 --check-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resume-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-upgrade)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

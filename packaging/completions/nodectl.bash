@@ -112,6 +112,9 @@ _nodectl() {
             nodectl,stop)
                 cmd="nodectl__subcmd__stop"
                 ;;
+            nodectl,upgrade)
+                cmd="nodectl__subcmd__upgrade"
+                ;;
             nodectl__subcmd__help,add)
                 cmd="nodectl__subcmd__help__subcmd__add"
                 ;;
@@ -208,6 +211,9 @@ _nodectl() {
             nodectl__subcmd__help,stop)
                 cmd="nodectl__subcmd__help__subcmd__stop"
                 ;;
+            nodectl__subcmd__help,upgrade)
+                cmd="nodectl__subcmd__help__subcmd__upgrade"
+                ;;
             *)
                 ;;
         esac
@@ -215,7 +221,7 @@ _nodectl() {
 
     case "${cmd}" in
         nodectl)
-            opts="-e -p -h -V --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help --version status list start stop restart reload incr decr add rm set get options globaloptions signal numprocesses numwatchers listsockets reloadconfig quit nodeinfo stats dstats nodes exec logs reopen listen completions man keygen help"
+            opts="-e -p -h -V --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help --version status list start stop restart reload incr decr add rm set get options globaloptions signal numprocesses numwatchers listsockets reloadconfig quit upgrade nodeinfo stats dstats nodes exec logs reopen listen completions man keygen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -643,7 +649,7 @@ _nodectl() {
             return 0
             ;;
         nodectl__subcmd__help)
-            opts="status list start stop restart reload incr decr add rm set get options globaloptions signal numprocesses numwatchers listsockets reloadconfig quit nodeinfo stats dstats nodes exec logs reopen listen completions man keygen help"
+            opts="status list start stop restart reload incr decr add rm set get options globaloptions signal numprocesses numwatchers listsockets reloadconfig quit upgrade nodeinfo stats dstats nodes exec logs reopen listen completions man keygen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1091,6 +1097,20 @@ _nodectl() {
             return 0
             ;;
         nodectl__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        nodectl__subcmd__help__subcmd__upgrade)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2305,6 +2325,64 @@ _nodectl() {
                 return 0
             fi
             case "${prev}" in
+                --endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --where)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pools)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        nodectl__subcmd__upgrade)
+            opts="-e -p -h --binary --batch --endpoint --pool --node --where --pools --key --timeout --json --no-wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --binary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --batch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

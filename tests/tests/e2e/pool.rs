@@ -464,3 +464,52 @@ async fn an_explicit_endpoint_wins_over_a_pool_from_the_environment() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "1", "one agent, no NODE column");
 }
+
+#[tokio::test]
+async fn upgrade_goes_batch_by_batch_keeps_every_pid_and_stops_at_a_failing_batch() {
+    let pool = TestPool::start(
+        "upgrade",
+        &NODES,
+        "",
+        "[watchers.w]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n",
+    );
+    let mut before = Vec::new();
+    for agent in &pool.agents {
+        before.push(agent.wait_pids("w", 2).await);
+    }
+    let out = pool.nodectl(&["upgrade", "--batch", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("NODE"), "a table: {text}");
+    for agent in &pool.agents {
+        let row = rows_of(&text, &agent.node);
+        assert_eq!(row.len(), 1, "one row for {}: {text}", agent.node);
+        assert!(
+            row[0].contains(&agent.pid().to_string()),
+            "{} kept pid {}: {text}",
+            agent.node,
+            agent.pid()
+        );
+    }
+    for (agent, old) in pool.agents.iter().zip(&before) {
+        assert_eq!(&agent.pids("w").await, old, "{} kept its processes", agent.node);
+        match agent.call(Command::NodeInfo {}).await {
+            Response::NodeInfo(info) => assert_eq!(info.upgrades, 1, "{}", agent.node),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    // A binary the first batch refuses: the rollout stops there.
+    let out = pool.nodectl(&["upgrade", "--batch", "1", "--binary", "/bin/true"]);
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("p-a:") && err.contains("not a nodeagent binary"), "{err}");
+    assert!(err.contains("p-b: not attempted (batch 1 failed)"), "{err}");
+    assert!(err.contains("p-c: not attempted (batch 1 failed)"), "{err}");
+    for agent in &pool.agents {
+        match agent.call(Command::NodeInfo {}).await {
+            Response::NodeInfo(info) => assert_eq!(info.upgrades, 1, "{}", agent.node),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+}
