@@ -286,7 +286,7 @@ async fn run_local(
             taken.processes,
             taken.watchers.len()
         );
-        taken.watchers
+        taken
     });
     agent.watch_connections(EndpointCounters {
         control: server.counter(),
@@ -312,7 +312,7 @@ async fn run_local(
         let notifier = notifier.clone();
         tokio::task::spawn_local(async move {
             match handed {
-                Some(handed) => agent.start_new(&handed).await,
+                Some(taken) => agent.start_new(&taken).await,
                 None => {
                     let report = agent.start_all().await;
                     info!(

@@ -41,6 +41,9 @@ pub struct TakenOver {
     pub processes: usize,
     /// Watchers named by the handover.
     pub watchers: BTreeSet<String>,
+    /// On-demand watchers that were waiting for a connection: their wait is
+    /// armed again by [`Agent::start_new`].
+    pub waiting: BTreeSet<String>,
 }
 
 fn refused(e: &UpgradeError) -> ErrorReply {
@@ -307,9 +310,14 @@ impl Agent {
         let now = Instant::now();
         for handed in &handover.watchers {
             taken.watchers.insert(handed.name.clone());
-            let known = self
-                .with_watcher(&handed.name, |w| w.state = handed.state)
-                .is_ok();
+            let known = if handed.state == WatcherState::Waiting {
+                // Its wait (a task on a duplicate of the socket) did not cross.
+                taken.waiting.insert(handed.name.clone());
+                self.with_watcher(&handed.name, |_| ()).is_ok()
+            } else {
+                self.with_watcher(&handed.name, |w| w.state = handed.state)
+                    .is_ok()
+            };
             for p in &handed.processes {
                 if !known {
                     warn!(
@@ -398,11 +406,20 @@ impl Agent {
     }
 
     /// In the new program image: starts the watchers the handover did not name
-    /// (new in the config), as a start would.
-    pub async fn start_new(self: &Rc<Self>, handed: &BTreeSet<String>) {
-        let order = self.by_priority(|w| w.config.autostart);
+    /// (new in the config), as a start would, and arms again the wait of those
+    /// that were waiting for a connection.
+    pub async fn start_new(self: &Rc<Self>, taken: &TakenOver) {
+        let order = self.by_priority(|_| true);
         for (_, name) in order {
-            if handed.contains(&name) {
+            let autostart = self
+                .with_watcher(&name, |w| w.config.autostart)
+                .unwrap_or(false);
+            let wanted = if taken.watchers.contains(&name) {
+                taken.waiting.contains(&name)
+            } else {
+                autostart
+            };
+            if !wanted {
                 continue;
             }
             let Ok(lock) = self.lock_of(&name) else {

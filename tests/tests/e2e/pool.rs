@@ -492,7 +492,12 @@ async fn upgrade_goes_batch_by_batch_keeps_every_pid_and_stops_at_a_failing_batc
         );
     }
     for (agent, old) in pool.agents.iter().zip(&before) {
-        assert_eq!(&agent.pids("w").await, old, "{} kept its processes", agent.node);
+        assert_eq!(
+            &agent.pids("w").await,
+            old,
+            "{} kept its processes",
+            agent.node
+        );
         match agent.call(Command::NodeInfo {}).await {
             Response::NodeInfo(info) => assert_eq!(info.upgrades, 1, "{}", agent.node),
             other => panic!("unexpected reply {other:?}"),
@@ -503,7 +508,10 @@ async fn upgrade_goes_batch_by_batch_keeps_every_pid_and_stops_at_a_failing_batc
     let out = pool.nodectl(&["upgrade", "--batch", "1", "--binary", "/bin/true"]);
     assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
     let err = stderr(&out);
-    assert!(err.contains("p-a:") && err.contains("not a nodeagent binary"), "{err}");
+    assert!(
+        err.contains("p-a:") && err.contains("not a nodeagent binary"),
+        "{err}"
+    );
     assert!(err.contains("p-b: not attempted (batch 1 failed)"), "{err}");
     assert!(err.contains("p-c: not attempted (batch 1 failed)"), "{err}");
     for agent in &pool.agents {

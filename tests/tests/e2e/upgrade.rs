@@ -387,3 +387,54 @@ async fn sigusr2_upgrades_a_keyed_agent_and_replays_stay_refused() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn each_watcher_keeps_its_state_across_an_upgrade() {
+    let agent = TestAgent::start(
+        "states",
+        "\n[sockets.web]\nhost = \"127.0.0.1\"\nport = 0\n\
+         \n[watchers.lazy]\ncmd = \"sleep 1000\"\nnumprocesses = 2\non_demand = true\n\
+         use_sockets = true\n\
+         \n[watchers.off]\ncmd = \"sleep 1000\"\n\
+         \n[watchers.on]\ncmd = \"sleep 1000\"\nnumprocesses = 3\n",
+    );
+    use ringmaster_protocol::message::WatcherState;
+    wait_for("the on-demand watcher waiting", DEADLINE, || async {
+        agent.state("lazy").await == WatcherState::Waiting
+    })
+    .await;
+    agent.wait_pids("off", 1).await;
+    agent
+        .call(Command::Stop {
+            name: Some("off".into()),
+        })
+        .await;
+    let on = agent.wait_pids("on", 3).await;
+
+    let out = nodectl_upgrade(&agent, &[]).await;
+    assert!(
+        out.status.success(),
+        "upgrade: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        agent.pids("on").await,
+        on,
+        "the active watcher kept its pids"
+    );
+    assert_eq!(
+        agent.state("off").await,
+        WatcherState::Stopped,
+        "a watcher stopped by hand stays stopped, autostart or not"
+    );
+    assert!(agent.pids("off").await.is_empty());
+    assert_eq!(agent.state("lazy").await, WatcherState::Waiting);
+    assert!(
+        agent.pids("lazy").await.is_empty(),
+        "still nothing before a connection"
+    );
+    let addr = web_addr(&agent).await;
+    let _client = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
+    agent.wait_pids("lazy", 2).await;
+    assert_eq!(agent.state("lazy").await, WatcherState::Active);
+}
