@@ -375,7 +375,7 @@ async fn run_local(
                 if !ringmaster_protocol::transport::finish_for_exec(EXEC_FLUSH) {
                     warn!("libzmq did not send everything queued within {EXEC_FLUSH:?}");
                 }
-                let args: Vec<String> = std::env::args().skip(1).collect();
+                let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
                 let args = upgrade::next_args(&args, &plan.handover);
                 let env = notifier.as_ref().map(|n| n.env().to_vec()).unwrap_or_default();
                 info!("executing {}", plan.binary.display());
@@ -632,8 +632,11 @@ async fn answer(agent: &Rc<Agent>, request: ringmaster_protocol::Request) -> Rep
         let command = request.command;
         tokio::task::spawn_local(async move {
             let name = command.name();
-            if let Err(e) = agent.handle(command).await {
-                warn!("{name} (no-wait) failed: {}", e.message);
+            match agent.handle(command).await {
+                // Its reply went out when it was accepted.
+                Ok(Response::Upgrade(_)) => agent.upgrade_reply_sent(),
+                Ok(_) => {}
+                Err(e) => warn!("{name} (no-wait) failed: {}", e.message),
             }
         });
         Ok(Response::Changes(ChangeReport::default()))

@@ -29,7 +29,9 @@
 //! binds its endpoints on the inherited sockets, and adopts each process.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -373,7 +375,7 @@ fn first_line(text: &str) -> &str {
 
 /// The arguments of the next image: this one's, without an earlier
 /// `--resume-from`, then `--resume-from HANDOVER`.
-pub fn next_args(current: &[String], handover: &Path) -> Vec<String> {
+pub fn next_args(current: &[OsString], handover: &Path) -> Vec<OsString> {
     let mut args = Vec::with_capacity(current.len() + 2);
     let mut skip = false;
     for arg in current {
@@ -385,13 +387,13 @@ pub fn next_args(current: &[String], handover: &Path) -> Vec<String> {
             skip = true;
             continue;
         }
-        if arg.starts_with("--resume-from=") {
+        if arg.as_bytes().starts_with(b"--resume-from=") {
             continue;
         }
         args.push(arg.clone());
     }
-    args.push("--resume-from".to_string());
-    args.push(handover.display().to_string());
+    args.push("--resume-from".into());
+    args.push(handover.as_os_str().to_owned());
     args
 }
 
@@ -400,7 +402,7 @@ pub fn next_args(current: &[String], handover: &Path) -> Vec<String> {
 /// added. Returns only when the `exec` failed.
 pub fn exec(
     binary: &Path,
-    args: &[String],
+    args: &[OsString],
     env: &[(String, String)],
     keep: &[RawFd],
 ) -> std::io::Error {
@@ -566,21 +568,21 @@ mod tests {
     #[test]
     fn the_next_image_resumes_from_the_new_handover() {
         let path = Path::new("/var/lib/ringmaster/n.upgrade.json");
-        let args: Vec<String> = ["--config", "/etc/n.toml", "-v"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let os = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        let args = os(&["--config", "/etc/n.toml", "-v"]);
         assert_eq!(
             next_args(&args, path),
-            [
+            os(&[
                 "--config",
                 "/etc/n.toml",
                 "-v",
                 "--resume-from",
                 "/var/lib/ringmaster/n.upgrade.json"
-            ]
+            ])
         );
-        let again: Vec<String> = next_args(&args, Path::new("/old.json"));
+        let again = next_args(&args, Path::new("/old.json"));
         assert_eq!(next_args(&again, path), next_args(&args, path));
+        let joined = os(&["--resume-from=/old.json", "-v"]);
+        assert_eq!(next_args(&joined, path)[0], OsString::from("-v"));
     }
 }
