@@ -20,6 +20,7 @@ pub mod endpoints;
 pub mod exec;
 pub mod fnmatch;
 pub mod hooks;
+pub mod lineage;
 pub mod nodeinfo;
 pub mod notify;
 pub mod output;
@@ -31,6 +32,7 @@ pub mod state_dir;
 pub mod stats;
 pub mod supervisor;
 pub mod survivors;
+pub mod terminate;
 
 use std::cell::RefCell;
 use std::rc::Rc;
