@@ -26,6 +26,7 @@ pub mod notify;
 pub mod output;
 pub mod persist;
 pub mod policy;
+pub mod reaper;
 pub mod sockets;
 pub mod spawn;
 pub mod state_dir;
@@ -77,6 +78,10 @@ async fn run_local(config: Config, notifier: Option<Rc<Notifier>>) -> anyhow::Re
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
+    // Before any process is started: what they start stays below the agent, and
+    // the orphans it inherits are reaped.
+    reaper::become_subreaper();
+    tokio::task::spawn_local(reaper::reap_forever());
 
     // The state directory before anything is bound or spawned: its lock keeps a
     // second agent off this state, and what a crashed agent left running is
