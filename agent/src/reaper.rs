@@ -34,6 +34,18 @@
 //! not collected it yet), it falls back to the agent's zombie children in `/proc`
 //! and reaps the unregistered ones by pid.
 //!
+//! # SIGCHLD goes to a thread of its own
+//!
+//! Watching SIGCHLD installs a handler, and a handled signal interrupts the
+//! system call of the thread it lands on: a libzmq call on the runtime thread
+//! then fails with `EINTR` (a request would be lost at every exit of a child).
+//! So [`route_sigchld`], called first thing in `main`, blocks SIGCHLD in the main
+//! thread, which every later thread inherits (the runtime's, libzmq's), and
+//! starts one idle thread that leaves it unblocked: the kernel delivers SIGCHLD
+//! there, and the handler only tells the runtime. Children do not inherit the
+//! blocked signal: the standard library empties the signal mask of a child
+//! before `exec` (and before `pre_exec` steps).
+//!
 //! Everything that spawns a child and the reaper run on the agent's one
 //! `current_thread` runtime thread; the lock makes the registration atomic even so
 //! (a spawn from another thread would be safe too). The only other `Command` in
@@ -43,6 +55,7 @@ use std::collections::BTreeSet;
 use std::process::ExitStatus;
 use std::sync::{Mutex, MutexGuard};
 
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -91,6 +104,31 @@ pub fn become_subreaper() {
              process group and outlive their parent are reparented to init, and stop or \
              quit cannot find them"
         ),
+    }
+}
+
+/// Routes SIGCHLD to a thread of its own (see the module doc). Call it first
+/// thing in `main`, before any other thread exists.
+pub fn route_sigchld() {
+    let mut sigchld = SigSet::empty();
+    sigchld.add(Signal::SIGCHLD);
+    if let Err(e) = sigchld.thread_block() {
+        warn!("cannot block SIGCHLD in the main thread: {e}");
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("sigchld".into())
+        .spawn(move || {
+            if let Err(e) = sigchld.thread_unblock() {
+                warn!("cannot unblock SIGCHLD for its thread: {e}");
+            }
+            loop {
+                std::thread::park();
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the thread that takes SIGCHLD ({e}); the main thread takes it");
+        let _ = sigchld.thread_unblock();
     }
 }
 

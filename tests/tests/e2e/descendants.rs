@@ -285,4 +285,12 @@ async fn orphans_are_adopted_by_the_agent_and_reaped() {
         vec![worker],
         "the worker is untouched"
     );
+    // The agent keeps SIGCHLD blocked outside one thread of its own; its
+    // children must not inherit that.
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(str::trim);
+    assert_eq!(blocked, Some("0000000000000000"), "{status}");
 }
