@@ -6,7 +6,9 @@
 //! WNOHANG)`. Only those pids: a `waitpid(-1)` would take the exit status of a
 //! child tokio waits for.
 //!
-//! Everything runs on the agent's one runtime thread.
+//! Each adopted pid is registered with [`crate::reaper`] from the moment the
+//! new image starts until it is reaped here, so that the orphan reaper never
+//! takes its status. Everything runs on the agent's one runtime thread.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -83,6 +85,7 @@ impl Adopted {
             let Some(ended) = check(pid) else {
                 continue;
             };
+            crate::reaper::untrack(pid);
             if let Some(tx) = self.waiting.borrow_mut().remove(&pid) {
                 let _ = tx.send(ended);
             }

@@ -41,9 +41,10 @@ use nix::errno::Errno;
 use nix::sys::resource::{self, Resource};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Group, Uid, User};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::config::{IdSpec, Limit, WatcherConfig};
+use crate::reaper::{self, OnDrop, OwnChild};
 use crate::sockets::{Handout, FIRST_CHILD_FD};
 use crate::spawn::SpawnError;
 
@@ -390,11 +391,11 @@ pub struct Armed {
 }
 
 impl Armed {
-    /// Spawns `command` and reads what its child reported: a child that failed a
-    /// step becomes an error naming the step (and exits with 127, reaped by the
-    /// runtime in the background).
-    pub fn spawn(self, command: &mut Command, program: &str) -> Result<Child, SpawnError> {
-        let spawned = command.spawn();
+    /// Spawns `command` (registered with the reaper) and reads what its child
+    /// reported: a child that failed a step becomes an error naming the step (and
+    /// exits with 127, reaped in the background).
+    pub fn spawn(self, command: &mut Command, program: &str) -> Result<OwnChild, SpawnError> {
+        let spawned = reaper::spawn(command, OnDrop::Keep);
         let Armed {
             setup,
             reader,

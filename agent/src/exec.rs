@@ -24,6 +24,8 @@ use ringmaster_protocol::message::ExecOutput;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{info, warn};
 
+use crate::reaper::{self, OnDrop};
+
 /// Longest timeout an `exec` may ask for, in seconds.
 pub const MAX_TIMEOUT: f64 = 3600.0;
 
@@ -138,7 +140,7 @@ pub async fn run(node: &str, cmd: &str, timeout: Duration) -> std::io::Result<Ex
         .process_group(0)
         .kill_on_drop(true);
     let started = Instant::now();
-    let mut child = command.spawn()?;
+    let mut child = reaper::spawn(&mut command, OnDrop::Kill)?;
     let pid = child.id();
     let mut guard = GroupGuard::of(&child, "exec");
     let stdout = child.stdout.take();

@@ -32,6 +32,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::{Hook, Hooks, WatcherConfig};
 use crate::exec::GroupGuard;
+use crate::reaper::{self, OnDrop};
 use crate::spawn::{self, SpawnVars};
 
 /// Most bytes of a hook's output kept (the end of it).
@@ -416,7 +417,7 @@ async fn execute(job: &HookJob) -> Result<(), HookFailure> {
         if let Some(dir) = &job.working_dir {
             command.current_dir(dir);
         }
-        command.spawn().map_err(|e| {
+        reaper::spawn(&mut command, OnDrop::Kill).map_err(|e| {
             let place = job
                 .working_dir
                 .as_ref()

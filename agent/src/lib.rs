@@ -23,17 +23,20 @@ pub mod endpoints;
 pub mod exec;
 pub mod fnmatch;
 pub mod hooks;
+pub mod lineage;
 pub mod nodeinfo;
 pub mod notify;
 pub mod output;
 pub mod persist;
 pub mod policy;
+pub mod reaper;
 pub mod sockets;
 pub mod spawn;
 pub mod state_dir;
 pub mod stats;
 pub mod supervisor;
 pub mod survivors;
+pub mod terminate;
 pub mod upgrade;
 
 use std::cell::RefCell;
@@ -175,6 +178,11 @@ async fn run_local(
     let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
     let mut sigusr2 = signal(SignalKind::user_defined2()).context("cannot watch SIGUSR2")?;
 
+    // Before any process is started: what they start stays below the agent, and
+    // the orphans it inherits are reaped.
+    reaper::become_subreaper();
+    tokio::task::spawn_local(reaper::reap_forever());
+
     // After an upgrade in place: what the previous image handed over.
     let inherited = match &resume {
         Some(path) => Some(
@@ -187,6 +195,10 @@ async fn run_local(
         .as_ref()
         .map(|i| i.handover.pids())
         .unwrap_or_default();
+    // They are this agent's to wait for (see `adopted`), not orphans to reap.
+    for pid in &handed_pids {
+        reaper::track(*pid);
+    }
 
     // The state directory before anything is bound or spawned: its lock keeps a
     // second agent off this state, and what a crashed agent left running is

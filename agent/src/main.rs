@@ -63,6 +63,9 @@ fn main() -> ExitCode {
     // Descriptors inherited from whoever started the agent are not for its
     // children.
     ringmaster_agent::child::close_inherited_on_exec();
+    // Before any thread: SIGCHLD (watched to reap orphans) must not interrupt
+    // the runtime's system calls.
+    ringmaster_agent::reaper::route_sigchld();
     ringmaster_cli::logging::init(args.log_format, args.verbose);
     // Before any thread starts: the notify variables are ours, not our children's.
     let notifier = ringmaster_agent::notify::Notifier::take_from_env();

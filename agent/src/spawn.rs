@@ -3,7 +3,10 @@
 //! Everything that can be checked before `fork` is checked here, so that a missing
 //! program, a missing working directory or an unwritable log file becomes a clear
 //! error naming the thing that is wrong instead of a mysterious exit code. Each child
-//! leads its own process group, so that a stop can reach its whole tree.
+//! leads its own process group, so that a stop can reach its whole tree, and gets a
+//! mark of its own in its environment ([`crate::lineage::MARK_VAR`]), so that what
+//! it starts can be found even after leaving the group. The child is registered
+//! with the reaper as it is forked ([`crate::reaper::spawn`]).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -11,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use ringmaster_protocol::logs::LogStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::child;
 use crate::config::WatcherConfig;
+use crate::lineage::{Mark, MARK_VAR};
 use crate::output::{self, Captured};
+use crate::reaper::{self, OnDrop, OwnChild};
 use crate::sockets::Sockets;
 
 /// Why a process could not be started.
@@ -224,6 +229,8 @@ pub struct Prepared {
     setup: Option<child::Armed>,
     /// The agent's ends of the streams that go through it.
     output: Captured,
+    /// The mark in its environment.
+    mark: Mark,
 }
 
 /// Prepares the command for one process of a watcher that uses no socket.
@@ -269,6 +276,9 @@ pub fn prepare_with(
     let Some(program) = words.first().cloned() else {
         return Err(SpawnError::BadCommandLine(config.cmd.clone()));
     };
+    // Last, so that no `env` entry can hide it.
+    let mark = Mark::new(vars.watcher, vars.wid);
+    env.insert(MARK_VAR.to_string(), mark.value());
 
     if let Some(dir) = &config.working_dir {
         match std::fs::metadata(dir) {
@@ -332,6 +342,7 @@ pub fn prepare_with(
             stdout: stdout.capture,
             stderr: stderr.capture,
         },
+        mark,
     })
 }
 
@@ -342,12 +353,17 @@ impl Prepared {
         std::mem::take(&mut self.output)
     }
 
-    /// Forks and executes the process.
-    pub fn spawn(mut self) -> Result<Child, SpawnError> {
+    /// The mark the process gets.
+    pub fn mark(&self) -> &Mark {
+        &self.mark
+    }
+
+    /// Forks and executes the process, registered with the reaper.
+    pub fn spawn(mut self) -> Result<OwnChild, SpawnError> {
         if let Some(setup) = self.setup.take() {
             return setup.spawn(&mut self.command, &self.program);
         }
-        self.command.spawn().map_err(|source| SpawnError::Os {
+        reaper::spawn(&mut self.command, OnDrop::Keep).map_err(|source| SpawnError::Os {
             program: self.program,
             source,
         })

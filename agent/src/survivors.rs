@@ -14,8 +14,10 @@
 //! At start, before it binds a socket or starts a watcher, the agent stops every
 //! recorded process that is still alive with the same start time in the same
 //! boot: SIGTERM to its process group, up to the watcher's `graceful_timeout`
-//! (all of them within [`STOP_CAP`]), then SIGKILL to the group. A pid that was
-//! reused by another process (another start time) is never touched.
+//! (all of them within [`STOP_CAP`]), then SIGKILL to the group
+//! ([`crate::terminate`]). A pid that was reused by another process (another start
+//! time) is never touched. What a survivor started outside its group was
+//! reparented to init when the agent died, and is not found here.
 //!
 //! Why stop them rather than adopt them: the output pipes of the dead agent are
 //! broken, so those workers would die of SIGPIPE at their next line anyway; the
@@ -24,24 +26,20 @@
 //! cgroup is killed when the agent dies, so this makes the case without systemd
 //! behave the same: after a crash, one fresh set of workers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tracing::{debug, error, warn};
+
+use crate::lineage::Found;
+use crate::terminate::{self, Target};
 
 /// The longest the agent's start waits for survivors to stop gracefully.
 pub const STOP_CAP: Duration = Duration::from_secs(30);
-
-/// How long SIGKILLed survivors may take to disappear.
-const KILL_WAIT: Duration = Duration::from_secs(5);
-
-/// How often the stop polls `/proc`.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The journal is rewritten when it has this many more lines than twice the live
 /// processes.
@@ -125,6 +123,8 @@ pub fn live_records(text: &str) -> Vec<ProcRecord> {
 pub struct ProcStat {
     /// It has exited and waits to be reaped (or is being reaped).
     pub dead: bool,
+    /// Its parent (field 4).
+    pub ppid: u32,
     /// Its process group (field 5).
     pub pgrp: u32,
     /// Its start time (field 22).
@@ -140,16 +140,35 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let state = *fields.first()?;
     Some(ProcStat {
         dead: matches!(state, "Z" | "X" | "x"),
+        ppid: fields.get(4 - 3)?.parse().ok()?,
         pgrp: fields.get(5 - 3)?.parse().ok()?,
         start: fields.get(22 - 3)?.parse().ok()?,
     })
 }
 
 /// Reads `/proc/<pid>/stat`.
+///
+/// One `read` into a buffer on the stack: this is called for every process of
+/// the host when the agent looks for descendants ([`crate::lineage`]). The name
+/// may hold bytes that are not UTF-8; only the fields after it are parsed.
 pub fn read_stat(pid: u32) -> Option<ProcStat> {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|t| parse_stat(&t))
+    use std::io::Read;
+    let mut file = File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        // procfs hands the whole line over in one read.
+        if buf[..len].ends_with(b"\n") {
+            break;
+        }
+    }
+    parse_stat(&String::from_utf8_lossy(&buf[..len]))
 }
 
 /// This boot's id, or an empty string when it cannot be read (then nothing
@@ -180,113 +199,50 @@ pub fn survivors(
         .collect()
 }
 
-fn raw(pid: u32) -> Option<Pid> {
-    i32::try_from(pid)
-        .ok()
-        .filter(|p| *p > 1)
-        .map(Pid::from_raw)
-}
-
-/// Sends `signal` to the survivor's group when it still leads the group it was
-/// recorded with, else to it alone.
-fn signal_survivor(record: &ProcRecord, signal: Signal) {
-    let group = read_stat(record.pid).is_some_and(|s| s.pgrp == record.pgid);
-    let result = match (group, raw(record.pgid), raw(record.pid)) {
-        (true, Some(pgid), _) => killpg(pgid, signal),
-        (_, _, Some(pid)) => kill(pid, signal),
-        _ => return,
-    };
-    match result {
-        Ok(()) | Err(nix::Error::ESRCH) => {}
-        Err(e) => warn!(
-            watcher = %record.watcher,
-            pid = record.pid,
-            "cannot send {signal} to a process left by a previous agent: {e}"
-        ),
+/// How to stop a survivor: its group when it still leads the group it was
+/// recorded with, else it alone.
+fn target_of(record: &ProcRecord) -> Target {
+    match read_stat(record.pid) {
+        Some(stat) if stat.pgrp == record.pgid && record.pgid == record.pid => {
+            Target::Group(record.pgid)
+        }
+        _ => Target::Process(Found {
+            pid: record.pid,
+            start: record.start,
+        }),
     }
 }
 
-fn still_running(record: &ProcRecord) -> bool {
-    read_stat(record.pid).is_some_and(|s| !s.dead && s.start == record.start)
-}
-
-/// Live processes in any of `groups`.
-fn group_members(groups: &BTreeSet<u32>) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(read_stat)
-        .filter(|s| !s.dead && groups.contains(&s.pgrp))
-        .count()
-}
-
-/// Stops `found` (see the module doc): SIGTERM to each group, up to
-/// `grace(watcher)` (at most [`STOP_CAP`] in all), SIGKILL to each group, then
-/// waits until nothing of those groups is left. Returns how many were stopped per
-/// watcher.
+/// Stops `found` (see the module doc) with [`terminate::stop_blocking`]: SIGTERM
+/// to each group, up to `grace(watcher)` (at most [`STOP_CAP`] in all), SIGKILL,
+/// then waits until nothing of those groups is left. Returns how many were
+/// stopped per watcher.
 pub fn stop(found: &[ProcRecord], grace: impl Fn(&str) -> Duration) -> BTreeMap<String, usize> {
     let mut per_watcher: BTreeMap<String, usize> = BTreeMap::new();
     if found.is_empty() {
         return per_watcher;
     }
     let began = Instant::now();
-    for record in found {
-        *per_watcher.entry(record.watcher.clone()).or_default() += 1;
-        signal_survivor(record, Signal::SIGTERM);
-    }
-    let mut pending: Vec<(&ProcRecord, Instant)> = found
+    let targets = found
         .iter()
-        .map(|r| (r, began + grace(&r.watcher).min(STOP_CAP)))
+        .map(|record| {
+            *per_watcher.entry(record.watcher.clone()).or_default() += 1;
+            (target_of(record), grace(&record.watcher).min(STOP_CAP))
+        })
         .collect();
-    let mut killed: Vec<&ProcRecord> = Vec::new();
-    while !pending.is_empty() {
-        let now = Instant::now();
-        pending.retain(|(record, deadline)| {
-            if !still_running(record) {
-                return false;
-            }
-            if now >= *deadline {
-                signal_survivor(record, Signal::SIGKILL);
-                killed.push(record);
-                return false;
-            }
-            true
-        });
-        if !pending.is_empty() {
-            std::thread::sleep(POLL); // poll interval: these are not our children
-        }
-    }
-    // What the leaders started may still be in their groups.
-    let groups: BTreeSet<u32> = found
-        .iter()
-        .filter(|r| r.pgid == r.pid)
-        .map(|r| r.pgid)
-        .collect();
-    for pgid in &groups {
-        if let Some(pgid) = raw(*pgid) {
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    }
-    let deadline = Instant::now() + KILL_WAIT;
-    loop {
-        let left = killed.iter().filter(|r| still_running(r)).count() + group_members(&groups);
-        if left == 0 {
-            break;
-        }
-        if Instant::now() >= deadline {
-            error!("{left} process(es) left by a previous agent are still running after SIGKILL");
-            break;
-        }
-        std::thread::sleep(POLL); // poll interval
+    let outcome = terminate::stop_blocking(targets, Some(Signal::SIGTERM));
+    if outcome.left > 0 {
+        error!(
+            "{} process group(s) or process(es) left by a previous agent are still running \
+             after SIGKILL",
+            outcome.left
+        );
     }
     debug!(
         "stopped {} survivor(s) in {:.2}s ({} needed SIGKILL)",
         found.len(),
         began.elapsed().as_secs_f64(),
-        killed.len()
+        outcome.killed
     );
     per_watcher
 }
@@ -467,6 +423,7 @@ mod tests {
     fn stat(start: u64) -> Option<ProcStat> {
         Some(ProcStat {
             dead: false,
+            ppid: 1,
             pgrp: 0,
             start,
         })
@@ -501,6 +458,7 @@ mod tests {
         assert!(!is_survivor(&r, "b1", None), "gone");
         let zombie = Some(ProcStat {
             dead: true,
+            ppid: 1,
             pgrp: 10,
             start: 100,
         });
@@ -522,6 +480,7 @@ mod tests {
             parse_stat(text),
             Some(ProcStat {
                 dead: false,
+                ppid: 1,
                 pgrp: 4240,
                 start: 98765
             })

@@ -103,6 +103,9 @@ pub struct HandedProcess {
     pub stdout: Option<RawFd>,
     /// The read end of its captured stderr.
     pub stderr: Option<RawFd>,
+    /// The mark its descendants carry (see [`crate::lineage`]).
+    #[serde(default)]
+    pub mark: Option<String>,
 }
 
 impl HandedProcess {
@@ -341,17 +344,42 @@ pub async fn check_resume(
 }
 
 /// Runs a short command to its end, its stdin closed, killing it after `limit`.
+/// It is spawned through [`crate::reaper`], so that the orphan reaper leaves its
+/// status to us.
 async fn run(
     command: &mut tokio::process::Command,
     limit: Duration,
 ) -> std::io::Result<std::process::Output> {
+    use tokio::io::AsyncReadExt;
     command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let child = command.spawn()?;
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        .stderr(std::process::Stdio::piped());
+    let mut child = crate::reaper::spawn(command, crate::reaper::OnDrop::Kill)?;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let finished = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let read_out = async {
+            if let Some(pipe) = stdout.as_mut() {
+                let _ = pipe.read_to_end(&mut out).await;
+            }
+        };
+        let read_err = async {
+            if let Some(pipe) = stderr.as_mut() {
+                let _ = pipe.read_to_end(&mut err).await;
+            }
+        };
+        tokio::join!(read_out, read_err);
+        let status = child.wait().await?;
+        Ok(std::process::Output {
+            status,
+            stdout: out,
+            stderr: err,
+        })
+    };
+    match tokio::time::timeout(limit, finished).await {
         Ok(output) => output,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -494,6 +522,7 @@ mod tests {
                         ran: 2.0,
                         stdout: Some(12),
                         stderr: None,
+                        mark: None,
                     },
                     HandedProcess {
                         pid: 101,
@@ -502,6 +531,7 @@ mod tests {
                         ran: 2.0,
                         stdout: Some(13),
                         stderr: Some(14),
+                        mark: None,
                     },
                 ],
             }],

@@ -589,16 +589,23 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
 
 /// The direct children of `pid`, from `/proc/PID/task/*/children`.
 fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    // `/proc/<pid>/task/<tid>/children` needs CONFIG_PROC_CHILDREN, which not
+    // every kernel has: the parent field of every `stat` always works.
+    let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    // fields[1] = ppid
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
         })
         .collect()
 }

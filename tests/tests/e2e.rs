@@ -10,6 +10,7 @@ mod e2e {
     mod circusctl;
     mod circusd;
     mod commands;
+    mod descendants;
     mod exec;
     mod hooks;
     mod hostile;

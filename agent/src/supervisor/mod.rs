@@ -13,6 +13,9 @@
 //! publishes exactly one `reap`, wakes whoever waits for the process, and asks the
 //! [`RestartTracker`] whether to respawn at once, after a backoff, or to stop a
 //! flapping watcher.
+//!
+//! A process's descendants go with it, even those that left its process group:
+//! see [`descendants`] for what is stopped when.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,6 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{AgentSettings, Config, RestartMode, WatcherConfig};
 use crate::hooks::{HookPoint, HookSubject};
+use crate::lineage::Mark;
 use crate::nodeinfo::HostProbe;
 use crate::output::OutputService;
 use crate::persist::{PersistError, StateStore};
@@ -41,18 +45,21 @@ use crate::stats::{Sample, Target};
 use crate::survivors::PidJournal;
 
 mod commands;
+mod descendants;
 mod lifecycle;
 mod socket_ops;
 mod upgrade_ops;
 
 pub use upgrade_ops::{TakenOver, UpgradePlan};
 
+use descendants::{Marked, Sweep, SweepQueue};
+
 use lifecycle::{hook_error, OnFailure, Recheck, TaskGuard};
 
 type CmdResult<T> = Result<T, ErrorReply>;
 
 /// How long a process may take to die after SIGKILL before the agent reports it.
-const KILL_WAIT: Duration = Duration::from_secs(10);
+const KILL_WAIT: Duration = crate::terminate::KILL_WAIT;
 
 /// A published message: topic and encoded body.
 pub type Outgoing = (String, Vec<u8>);
@@ -81,6 +88,8 @@ struct Exited {
     all_gone: bool,
     /// Processes it started are still alive in its process group.
     leftovers: bool,
+    /// Its mark, which its descendants carry.
+    mark: Mark,
 }
 
 struct Proc {
@@ -93,6 +102,8 @@ struct Proc {
     age_draw: f64,
     /// Its `max_age` timer, when `max_age` is set.
     age_timer: Option<TaskGuard>,
+    /// The mark in its environment (see [`crate::lineage`]).
+    mark: Mark,
 }
 
 struct Watcher {
@@ -209,6 +220,8 @@ pub struct Agent {
     /// An upgrade that passed its checks, until its reply went out.
     upgrade_plan: RefCell<Option<UpgradePlan>>,
     upgrade_go: Notify,
+    /// Workers that exited by themselves, whose descendants are looked for.
+    sweeps: SweepQueue,
 }
 
 fn now_secs(at: SystemTime) -> f64 {
@@ -276,13 +289,7 @@ fn send_signal(pid: u32, signal: Signal, group: bool) -> Result<(), nix::Error> 
 
 /// Whether any process is left in process group `group`.
 fn group_alive(group: u32) -> bool {
-    let Ok(raw) = i32::try_from(group) else {
-        return false;
-    };
-    !matches!(
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), None),
-        Err(nix::Error::ESRCH)
-    )
+    crate::terminate::Target::Group(group).alive()
 }
 
 impl Agent {
@@ -344,6 +351,7 @@ impl Agent {
             upgrading: Cell::new(false),
             upgrade_plan: RefCell::new(None),
             upgrade_go: Notify::new(),
+            sweeps: SweepQueue::default(),
         })
     }
 
@@ -550,13 +558,9 @@ impl Agent {
             spawn::prepare_with(&w.config, &vars, &self.sockets.borrow())?
         };
         let captured = prepared.take_output();
+        let mark = prepared.mark().clone();
         let mut child = prepared.spawn()?;
-        let Some(pid) = child.id() else {
-            return Err(SpawnError::Os {
-                program: name.to_string(),
-                source: std::io::Error::other("child exited before its pid was read"),
-            });
-        };
+        let pid = child.pid();
         self.pids.borrow_mut().spawned(pid, name);
         if !captured.is_empty() {
             self.output.attach(name, pid, wid, captured);
@@ -576,6 +580,7 @@ impl Agent {
                             waiters: Vec::new(),
                             age_draw: fastrand::f64(),
                             age_timer: None,
+                            mark,
                         },
                     );
                     w.last_error = None;
@@ -797,6 +802,7 @@ impl Agent {
             verdict,
             all_gone,
             leftovers,
+            mark: proc.mark,
         };
         if reap_hooks {
             // The hooks run around the rest; whoever waits for this exit (a stop)
@@ -825,6 +831,7 @@ impl Agent {
             verdict,
             all_gone,
             leftovers,
+            mark,
         } = exited;
         self.emit(
             name,
@@ -854,52 +861,19 @@ impl Agent {
             let agent = Rc::clone(self);
             let name = name.to_string();
             tokio::task::spawn_local(async move {
-                agent.stop_leftovers(&name, pid).await;
+                agent.stop_leftovers(&name, pid, &mark).await;
                 if let Some(verdict) = verdict {
                     agent.act_on(&name, verdict);
                 }
             });
-        } else if let Some(verdict) = verdict {
-            self.act_on(name, verdict);
-        }
-    }
-
-    /// Stops what a leader that exited by itself left in its process group: the
-    /// stop signal, then SIGKILL after `graceful_timeout`.
-    async fn stop_leftovers(&self, name: &str, group: u32) {
-        let (signal, graceful) = self
-            .with_watcher(name, |w| {
-                (
-                    w.config.stop_signal,
-                    Duration::from_secs_f64(w.config.graceful_timeout),
-                )
-            })
-            .unwrap_or((Signal::Term, Duration::ZERO));
-        info!(
-            watcher = name,
-            group, "stopping what process {group} left in its group"
-        );
-        if let Err(e) = send_signal(group, signal, true) {
-            warn!(
-                watcher = name,
-                group, "cannot send {signal} to the group: {e}"
-            );
-        }
-        let deadline = Instant::now() + graceful;
-        let mut pause = Duration::from_millis(1);
-        while group_alive(group) && Instant::now() < deadline {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
-        if group_alive(group) {
-            warn!(
-                watcher = name,
-                group, "killing what is left of group {group}"
-            );
-            let _ = send_signal(group, Signal::Kill, true);
-            let deadline = Instant::now() + KILL_WAIT;
-            while group_alive(group) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        } else {
+            if !expected {
+                // What it started outside its group, if anything: looked for
+                // while the slot is filled again.
+                self.sweep_later(name, pid, mark);
+            }
+            if let Some(verdict) = verdict {
+                self.act_on(name, verdict);
             }
         }
     }
@@ -1033,12 +1007,21 @@ impl Agent {
     // ----- stopping ---------------------------------------------------------------
 
     /// Stops `pids` of watcher `name` gracefully: the stop signal, then SIGKILL to
-    /// the process group after `graceful_timeout`. Returns when all have exited.
+    /// the process group after `graceful_timeout`; then what they left (see
+    /// [`descendants`]). Returns when all have exited.
     async fn stop_pids(self: &Rc<Self>, name: &str, pids: Vec<u32>) -> Vec<u32> {
+        self.stop_pids_as(name, pids, Sweep::Workers).await
+    }
+
+    /// [`Agent::stop_pids`], saying what is swept once they are gone.
+    async fn stop_pids_as(self: &Rc<Self>, name: &str, pids: Vec<u32>, sweep: Sweep) -> Vec<u32> {
         if pids.is_empty() {
+            self.finish_stop(name, &[], sweep).await;
             return pids;
         }
         let mut to_signal = Vec::new();
+        let mut marked: Vec<Marked> = Vec::new();
+        let mut signalled: Vec<Marked> = Vec::new();
         let Ok((waits, signal, group, graceful)) = self.with_watcher(name, |w| {
             let mut waits = Vec::new();
             for pid in &pids {
@@ -1046,9 +1029,11 @@ impl Agent {
                     let (tx, rx) = oneshot::channel();
                     p.waiters.push(tx);
                     waits.push((*pid, rx));
+                    marked.push((*pid, p.mark.clone()));
                     if !p.stopping {
                         p.stopping = true;
                         to_signal.push(*pid);
+                        signalled.push((*pid, p.mark.clone()));
                     }
                 }
             }
@@ -1061,10 +1046,19 @@ impl Agent {
         }) else {
             return Vec::new();
         };
+        // With stop_children, what they started outside their groups gets the
+        // signal with them.
+        let escaped = if group {
+            self.escaped(&signalled)
+        } else {
+            Vec::new()
+        };
         if self.has_signal_hooks(name) {
             self.signal_many_with_hooks(name, &to_signal, signal, group, true)
                 .await;
+            self.signal_found(name, &escaped, signal);
         } else {
+            self.signal_found(name, &escaped, signal);
             for pid in &to_signal {
                 if let Err(e) = send_signal(*pid, signal, group) {
                     warn!(watcher = name, pid, "cannot send {signal}: {e}");
@@ -1121,6 +1115,7 @@ impl Agent {
                 Err(_) => error!(watcher = name, pid, "process did not exit after SIGKILL"),
             }
         }
+        self.finish_stop(name, &marked, sweep).await;
         stopped
     }
 
@@ -1233,7 +1228,14 @@ impl Agent {
             (was_stopped, w.pids())
         })?;
         let (was_stopped, pids) = pids;
-        let stopped = self.stop_pids(name, pids).await;
+        // A watcher that was stopped and has no process had its orphans swept
+        // when it stopped: no need to scan again (`rm` of many watchers).
+        let sweep = if was_stopped && pids.is_empty() {
+            Sweep::Workers
+        } else {
+            Sweep::Watcher
+        };
+        let stopped = self.stop_pids_as(name, pids, sweep).await;
         self.with_watcher(name, |w| w.state = WatcherState::Stopped)?;
         if !was_stopped {
             self.emit(name, EventKind::Stop {});
@@ -1427,7 +1429,9 @@ impl Agent {
     pub async fn shutdown(self: &Rc<Self>) -> ChangeReport {
         self.shutting_down.set(true);
         info!("stopping every watcher");
-        self.stop_all(false).await
+        let report = self.stop_all(false).await;
+        self.stop_strays().await;
+        report
     }
 
     /// Kills every process group at once (a second SIGTERM during shutdown).
@@ -1438,5 +1442,6 @@ impl Agent {
         for pid in pids {
             let _ = send_signal(pid, Signal::Kill, true);
         }
+        self.kill_everything_below();
     }
 }

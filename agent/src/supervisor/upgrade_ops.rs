@@ -14,6 +14,7 @@ use ringmaster_protocol::{ErrorKind, ErrorReply, RINGMASTER_VERSION};
 use tracing::{info, warn};
 
 use super::{now_secs, Agent, CmdResult, Proc};
+use crate::lineage::Mark;
 use crate::output::{CaptureEnd, Captured};
 use crate::upgrade::{
     self, HandedEndpoint, HandedProcess, HandedWatcher, Handover, UpgradeError, FORMAT,
@@ -44,6 +45,20 @@ pub struct TakenOver {
     /// On-demand watchers that were waiting for a connection: their wait is
     /// armed again by [`Agent::start_new`].
     pub waiting: BTreeSet<String>,
+}
+
+/// The mark of an adopted process: as handed over, else as its environment
+/// says, else a new one (its descendants are then found by ancestry only).
+fn adopted_mark(name: &str, p: &HandedProcess) -> Mark {
+    p.mark
+        .as_deref()
+        .and_then(Mark::parse)
+        .or_else(|| {
+            std::fs::read(format!("/proc/{}/environ", p.pid))
+                .ok()
+                .and_then(|environ| Mark::in_environ(&environ))
+        })
+        .unwrap_or_else(|| Mark::new(name, p.wid))
 }
 
 fn refused(e: &UpgradeError) -> ErrorReply {
@@ -235,6 +250,7 @@ impl Agent {
                         ran: now.duration_since(p.since).as_secs_f64(),
                         stdout: streams.get(&(*pid, LogStream::Stdout)).copied(),
                         stderr: streams.get(&(*pid, LogStream::Stderr)).copied(),
+                        mark: Some(p.mark.value()),
                     })
                     .collect(),
             })
@@ -384,6 +400,7 @@ impl Agent {
                             waiters: Vec::new(),
                             age_draw: fastrand::f64(),
                             age_timer: None,
+                            mark: adopted_mark(name, p),
                         },
                     );
                     w.config.max_age > 0.0

@@ -526,14 +526,16 @@ fn written(dir: &Path, file: &str) -> String {
 
 /// An environment dump without what differs on purpose: `PWD` (each daemon
 /// has its own directory here), configparser's `__name__` (which circusd leaks
-/// into the environment) and the systemd `LISTEN_*` variables (which circusd
-/// does not set).
+/// into the environment), the systemd `LISTEN_*` variables (which circusd
+/// does not set) and the mark nodeagent gives each process
+/// (`RINGMASTER_LINEAGE`, how it finds what a process started).
 fn comparable_env(dump: &str) -> Vec<&str> {
     dump.lines()
         .filter(|line| {
             !line.starts_with("PWD=")
                 && !line.starts_with("__name__=")
                 && !line.starts_with("LISTEN_")
+                && !line.starts_with("RINGMASTER_LINEAGE=")
         })
         .collect()
 }

@@ -29,13 +29,25 @@ async fn running(agent: &TestAgent, name: &str) -> Vec<u32> {
     }
 }
 
-/// The environment of process `pid`, from `/proc`.
+/// The environment of process `pid`, from `/proc`, without the mark every
+/// worker gets (`RINGMASTER_LINEAGE`, see [`marked`]).
 fn environ(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
     raw.split(|b| *b == 0)
         .filter(|v| !v.is_empty())
         .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|v| !v.starts_with("RINGMASTER_LINEAGE="))
         .collect()
+}
+
+/// Whether process `pid` carries the agent's mark for a process of `watcher`.
+fn marked(pid: u32, watcher: &str) -> bool {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    raw.split(|b| *b == 0).any(|v| {
+        String::from_utf8_lossy(v)
+            .strip_prefix("RINGMASTER_LINEAGE=")
+            .is_some_and(|mark| mark.ends_with(&format!(":1:{watcher}")))
+    })
 }
 
 fn kill9(pid: u32) {
@@ -207,8 +219,14 @@ async fn copy_path_passes_only_the_agents_path() {
     assert_eq!(
         environ(bare),
         Vec::<String>::new(),
-        "without copy_env, nothing"
+        "without copy_env, nothing but the agent's mark"
     );
+    for (pid, watcher) in [(with, "withpath"), (bare, "bare"), (own, "own")] {
+        assert!(
+            marked(pid, watcher),
+            "{watcher}'s process {pid} has no mark"
+        );
+    }
     assert_eq!(
         environ(own),
         vec!["PATH=/bin:/usr/bin"],
