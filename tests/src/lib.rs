@@ -617,6 +617,10 @@ pub struct EventStream {
     pub seen: Vec<ringmaster_protocol::Event>,
 }
 
+/// The watcher [`TestAgent::events`] adds and removes to make a subscription
+/// live; [`EventStream::wait`] never shows its events.
+pub const SYNC_PROBE: &str = "sync-probe";
+
 impl EventStream {
     /// Waits for the next event matching `pred`, keeping everything seen on the way.
     pub async fn wait(
@@ -628,6 +632,8 @@ impl EventStream {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.sub.recv_event()).await {
+                // The probe that made the subscription live is not the test's.
+                Ok(Ok(event)) if event.watcher == SYNC_PROBE => {}
                 Ok(Ok(event)) => {
                     self.seen.push(event.clone());
                     if pred(&event) {
@@ -651,7 +657,7 @@ impl TestAgent {
     /// subscriptions take effect asynchronously): a probe watcher is added until
     /// its `add` event arrives, then removed.
     pub async fn events(&self, prefix: &str) -> EventStream {
-        let probe = "sync-probe";
+        let probe = SYNC_PROBE;
         let probe_prefix = format!("event.{}.{probe}.", self.node);
         let sub = Subscriber::connect(&self.pubsub, &[prefix, &probe_prefix], DEADLINE)
             .await
@@ -668,7 +674,14 @@ impl TestAgent {
                     name: probe.into(),
                     cmd: "true".into(),
                     args: vec![],
-                    options: Default::default(),
+                    // Never started, not even by the agent's first start of its
+                    // autostart watchers, which may come after this `add`.
+                    options: [(
+                        "autostart".to_string(),
+                        ringmaster_protocol::OptionValue::Bool(false),
+                    )]
+                    .into_iter()
+                    .collect(),
                     start: false,
                 })
                 .await;
