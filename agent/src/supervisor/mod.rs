@@ -35,7 +35,7 @@ use crate::config::{AgentSettings, Config, RestartMode, WatcherConfig};
 use crate::hooks::{HookPoint, HookSubject};
 use crate::lineage::Mark;
 use crate::nodeinfo::HostProbe;
-use crate::output::OutputService;
+use crate::output::{Captured, OutputService};
 use crate::persist::{PersistError, StateStore};
 use crate::policy::{RestartTracker, Verdict};
 use crate::sockets::Sockets;
@@ -561,29 +561,46 @@ impl Agent {
         let mark = prepared.mark().clone();
         let mut child = prepared.spawn()?;
         let pid = child.pid();
+        let now = Instant::now();
+        let proc = Proc {
+            wid,
+            started: SystemTime::now(),
+            since: now,
+            stopping: false,
+            waiters: Vec::new(),
+            age_draw: fastrand::f64(),
+            age_timer: None,
+            mark,
+        };
+        self.supervise(name, pid, proc, captured, async move { child.wait().await });
+        let _ = self.with_watcher(name, |w| w.last_error = None);
+        self.emit(name, EventKind::Spawn { pid, wid });
+        debug!(watcher = name, pid, wid, "spawned");
+        Ok(pid)
+    }
+
+    /// Makes `pid` a process of watcher `name` (its slot and times in `proc`):
+    /// recorded in the pid journal, its captured output attached, its `max_age`
+    /// timer armed, and its end (`exit`) handed to [`Agent::on_exit`]. For a
+    /// process just spawned, and for one adopted across an upgrade in place.
+    fn supervise(
+        self: &Rc<Self>,
+        name: &str,
+        pid: u32,
+        proc: Proc,
+        captured: Captured,
+        exit: impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + 'static,
+    ) {
         self.pids.borrow_mut().spawned(pid, name);
         if !captured.is_empty() {
-            self.output.attach(name, pid, wid, captured);
+            self.output.attach(name, pid, proc.wid, captured);
         }
         let aging = {
             let mut state = self.state.borrow_mut();
             state.owners.insert(pid, name.to_string());
             match state.watchers.get_mut(name) {
                 Some(w) => {
-                    w.procs.insert(
-                        pid,
-                        Proc {
-                            wid,
-                            started: SystemTime::now(),
-                            since: Instant::now(),
-                            stopping: false,
-                            waiters: Vec::new(),
-                            age_draw: fastrand::f64(),
-                            age_timer: None,
-                            mark,
-                        },
-                    );
-                    w.last_error = None;
+                    w.procs.insert(pid, proc);
                     w.config.max_age > 0.0
                 }
                 None => false,
@@ -594,13 +611,10 @@ impl Agent {
         }
         let agent = Rc::clone(self);
         tokio::task::spawn_local(async move {
-            let status = child.wait().await;
+            let status = exit.await;
             agent.pids.borrow_mut().reaped(pid);
             agent.on_exit(pid, status);
         });
-        self.emit(name, EventKind::Spawn { pid, wid });
-        debug!(watcher = name, pid, wid, "spawned");
-        Ok(pid)
     }
 
     /// Starts `count` processes of `name`, `warmup_delay` apart. On failure, stops

@@ -174,8 +174,9 @@ impl Agent {
             let _ = std::fs::remove_file(&self.handover_path);
             return Err(refused(&e));
         }
-        // Exits during the checks were reaped by this image: their slots were
-        // handed over as running, and the next image must not wait for them.
+        // Processes that exited during the checks were reaped and reported by this
+        // image; handed over, the next one would report them a second time (with
+        // no exit status). An exit between here and the `exec` still can be.
         let gone: Vec<u32> = handover
             .pids()
             .into_iter()
@@ -378,47 +379,23 @@ impl Agent {
         captured: Captured,
         now: Instant,
     ) {
-        let pid = p.pid;
-        self.pids.borrow_mut().spawned(pid, name);
-        if !captured.is_empty() {
-            self.output.attach(name, pid, p.wid, captured);
-        }
         let ran = Duration::try_from_secs_f64(p.ran).unwrap_or_default();
-        let aging = {
-            let mut state = self.state.borrow_mut();
-            state.owners.insert(pid, name.to_string());
-            match state.watchers.get_mut(name) {
-                Some(w) => {
-                    w.procs.insert(
-                        pid,
-                        Proc {
-                            wid: p.wid,
-                            started: SystemTime::UNIX_EPOCH
-                                + Duration::try_from_secs_f64(p.started).unwrap_or_default(),
-                            since: now.checked_sub(ran).unwrap_or(now),
-                            stopping: false,
-                            waiters: Vec::new(),
-                            age_draw: fastrand::f64(),
-                            age_timer: None,
-                            mark: adopted_mark(name, p),
-                        },
-                    );
-                    w.config.max_age > 0.0
-                }
-                None => false,
-            }
+        let proc = Proc {
+            wid: p.wid,
+            started: SystemTime::UNIX_EPOCH
+                + Duration::try_from_secs_f64(p.started).unwrap_or_default(),
+            since: now.checked_sub(ran).unwrap_or(now),
+            stopping: false,
+            waiters: Vec::new(),
+            age_draw: fastrand::f64(),
+            age_timer: None,
+            mark: adopted_mark(name, p),
         };
-        if aging {
-            self.arm_age_timer(name, pid, None);
-        }
-        let ended = self.adopted.adopt(pid);
-        let agent = Rc::clone(self);
-        tokio::task::spawn_local(async move {
-            let status = ended
+        let ended = self.adopted.adopt(p.pid);
+        self.supervise(name, p.pid, proc, captured, async move {
+            ended
                 .await
-                .unwrap_or_else(|_| Err(std::io::Error::other("the agent stopped waiting for it")));
-            agent.pids.borrow_mut().reaped(pid);
-            agent.on_exit(pid, status);
+                .unwrap_or_else(|_| Err(std::io::Error::other("the agent stopped waiting for it")))
         });
     }
 

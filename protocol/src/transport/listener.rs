@@ -50,14 +50,7 @@ impl Listener {
             }
             prepare_bind(endpoint)?;
             let listener = UnixListener::bind(path).map_err(|e| bind_error(e.to_string()))?;
-            if let Some(gid) = limits.ipc_group {
-                nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
-                    .map_err(|e| bind_error(format!("cannot give {path} to group {gid}: {e}")))?;
-            }
-            if let Some(mode) = limits.ipc_mode {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| bind_error(format!("cannot set the mode of {path}: {e}")))?;
-            }
+            set_access(path, limits).map_err(bind_error)?;
             return Self::finish(endpoint.to_string(), listener.into(), Some(path.into()))
                 .map_err(|e| bind_error(e.to_string()));
         }
@@ -175,6 +168,19 @@ pub(super) fn use_fd(socket: &mut zmq::Socket, fd: OwnedFd) -> io::Result<()> {
     }
     // libzmq closes it with the socket.
     let _ = fd.into_raw_fd();
+    Ok(())
+}
+
+/// Gives the socket file at `path` the group and mode `limits` ask for.
+pub(super) fn set_access(path: &str, limits: &Limits) -> Result<(), String> {
+    if let Some(gid) = limits.ipc_group {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| format!("cannot give {path} to group {gid}: {e}"))?;
+    }
+    if let Some(mode) = limits.ipc_mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of {path}: {e}"))?;
+    }
     Ok(())
 }
 

@@ -761,15 +761,7 @@ impl Bound {
             }
         };
         if let Some(path) = bound.strip_prefix("ipc://").filter(|_| own_file) {
-            if let Some(gid) = limits.ipc_group {
-                nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
-                    .map_err(|e| bind_error(format!("cannot give {path} to group {gid}: {e}")))?;
-            }
-            if let Some(mode) = limits.ipc_mode {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| bind_error(format!("cannot set the mode of {path}: {e}")))?;
-            }
+            listener::set_access(path, &limits).map_err(bind_error)?;
         }
         let counts = Arc::new(SharedCounts::default());
         let police = tokio::spawn(monitor::police(
