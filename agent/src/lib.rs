@@ -24,6 +24,7 @@ pub mod exec;
 pub mod fnmatch;
 pub mod hooks;
 pub mod lineage;
+pub mod machine;
 pub mod nodeinfo;
 pub mod notify;
 pub mod output;

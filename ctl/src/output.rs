@@ -207,10 +207,13 @@ fn exit_word(exit: &ExitInfo) -> String {
 /// The columns of `list NAME`.
 pub const PROCESS_COLUMNS: [&str; 6] = ["WID", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT"];
 
-/// One `list NAME` row; a slot backing off shows the time left.
+/// One `list NAME` row; a slot backing off shows the time left, a slot without a
+/// process (`exited`, `spawning`) shows no pid.
 pub fn process_row(p: &ProcessInfo, now: f64) -> Vec<String> {
     let (pid, state, uptime) = match p.retry_in {
         Some(left) if p.pid == 0 => ("-".into(), format!("backoff {left:.1}s"), "-".into()),
+        // A slot without a process: left empty by the policy, or spawning.
+        None if p.pid == 0 => ("-".into(), p.state.clone(), "-".into()),
         _ => (
             p.pid.to_string(),
             p.state.clone(),

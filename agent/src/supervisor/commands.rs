@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use ringmaster_protocol::message::{
-    ChangeReport, ExecOutput, NodeInfo, ProcessInfo, StatsReport, WatcherState, WatcherStatus,
+    ChangeReport, ExecOutput, NodeInfo, ProcessInfo, StatsReport, WatcherStatus,
 };
 use ringmaster_protocol::{
     names, Command, ErrorKind, ErrorReply, EventKind, OptionMap, OptionValue, Response, Signal,
@@ -17,6 +17,7 @@ use tracing::info;
 use super::{not_found, now_secs, send_signal, Agent, CmdResult, Watcher};
 use crate::config::{is_optional_option, Config, WatcherConfig, LIVE_OPTIONS, MAX_PROCESSES};
 use crate::exec;
+use crate::machine::SlotState;
 use crate::persist::{plan, Change};
 use crate::state_dir::apply_plan;
 
@@ -168,7 +169,7 @@ impl Agent {
             done: true,
             ..ChangeReport::default()
         };
-        for (_, name) in self.by_priority(|w| w.state == WatcherState::Active) {
+        for (_, name) in self.by_priority(|w| w.life.is_active()) {
             match self.locked(&name, &op).await {
                 Ok(r) => {
                     report.started.extend(r.started);
@@ -190,14 +191,14 @@ impl Agent {
         let now = Instant::now();
         let line = |name: &String, w: &Watcher| WatcherStatus {
             name: name.clone(),
-            state: w.state,
+            state: w.state(),
             processes: u32::try_from(w.procs.len()).unwrap_or(u32::MAX),
             numprocesses: w.config.numprocesses,
-            last_error: w.last_error.clone(),
-            restarts: w.restarts.restarts(),
-            last_exit: w.restarts.last_exit(),
-            backoff: w.restarts.backing_off(now),
-            exited: w.restarts.exited().map(|(_, exit)| *exit).collect(),
+            last_error: w.life.last_error().map(str::to_string),
+            restarts: w.life.restarts().restarts(),
+            last_exit: w.life.restarts().last_exit(),
+            backoff: w.life.restarts().backing_off(now),
+            exited: w.life.restarts().exited().map(|(_, exit)| *exit).collect(),
         };
         match name {
             Some(name) => state
@@ -241,28 +242,35 @@ impl Agent {
                     pid: *pid,
                     wid: p.wid,
                     started: now_secs(p.started),
-                    state: if p.stopping { "stopping" } else { "running" }.into(),
-                    restarts: w.restarts.slot_restarts(p.wid),
-                    last_exit: w.restarts.slot_last_exit(p.wid),
+                    state: if p.stopping {
+                        SlotState::Stopping
+                    } else {
+                        SlotState::Running
+                    }
+                    .name()
+                    .into(),
+                    restarts: w.life.restarts().slot_restarts(p.wid),
+                    last_exit: w.life.restarts().slot_last_exit(p.wid),
                     retry_in: None,
                 })
                 .collect();
             let live: BTreeSet<u32> = list.iter().map(|p| p.wid).collect();
-            list.extend(
-                w.restarts
-                    .backing_off(Instant::now())
-                    .into_iter()
-                    .filter(|slot| !live.contains(&slot.wid))
-                    .map(|slot| ProcessInfo {
-                        pid: 0,
-                        wid: slot.wid,
-                        started: 0.0,
-                        state: "backoff".into(),
-                        restarts: w.restarts.slot_restarts(slot.wid),
-                        last_exit: w.restarts.slot_last_exit(slot.wid),
-                        retry_in: Some(slot.remaining),
-                    }),
-            );
+            let pending = w.pending.iter().filter(|wid| !live.contains(wid));
+            let empty = pending
+                .map(|wid| (*wid, SlotState::Spawning))
+                .chain(w.life.empty_slots(&live, Instant::now()));
+            list.extend(empty.map(|(wid, slot)| ProcessInfo {
+                pid: 0,
+                wid,
+                started: 0.0,
+                state: slot.name().into(),
+                restarts: w.life.restarts().slot_restarts(wid),
+                last_exit: w.life.restarts().slot_last_exit(wid),
+                retry_in: match slot {
+                    SlotState::Backoff { remaining } => Some(remaining),
+                    _ => None,
+                },
+            }));
             list.sort_by_key(|p| (p.wid, p.pid));
             list
         })
@@ -503,7 +511,7 @@ impl Agent {
             old.max_age != new.max_age || old.max_age_variance != new.max_age_variance;
         let active = self.with_watcher(name, |w| {
             w.config = new;
-            w.state == WatcherState::Active
+            w.life.is_active()
         })?;
         if aging_changed {
             self.rearm_age_timers(name);

@@ -27,6 +27,7 @@
 //! it); the first connection starts it for real (`before_start`, processes,
 //! `after_start`, `active`).
 
+use crate::machine::Input;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::task::Poll;
@@ -261,7 +262,7 @@ impl Agent {
                 match recheck {
                     Recheck::Command => w.supervised() && !used,
                     Recheck::Fill => {
-                        w.state == WatcherState::Active
+                        w.life.is_active()
                             && w.config.restart_mode() != RestartMode::Never
                             && !used
                             && w.running_count() + w.pending.len() < w.config.numprocesses as usize
@@ -408,7 +409,7 @@ impl Agent {
 
     /// Runs `before_start`; on failure the watcher goes back to `stopped` and the
     /// error says why.
-    pub(super) async fn before_start(&self, name: &str) -> CmdResult<()> {
+    pub(super) async fn before_start(self: &Rc<Self>, name: &str) -> CmdResult<()> {
         let Some(job) = self.hook_job(name, HookPoint::BeforeStart, HookSubject::default()) else {
             return Ok(());
         };
@@ -420,13 +421,8 @@ impl Agent {
                     &failure,
                     "the start was aborted, the watcher stays stopped",
                 );
-                let message = reply.message.clone();
-                let _ = self.with_watcher(name, |w| {
-                    if w.state == WatcherState::Starting {
-                        w.state = WatcherState::Stopped;
-                    }
-                    w.last_error = Some(message);
-                });
+                let error = reply.message.clone();
+                self.apply(name, Input::StartAborted { error });
                 Err(reply)
             }
         }
@@ -436,7 +432,7 @@ impl Agent {
     /// cannot be aborted by `before_stop`) and the error says why.
     pub(super) async fn after_start(self: &Rc<Self>, name: &str) -> CmdResult<()> {
         let starting = self
-            .with_watcher(name, |w| w.state == WatcherState::Starting)
+            .with_watcher(name, |w| w.state() == WatcherState::Starting)
             .unwrap_or(false);
         if !starting {
             // Stopped meanwhile (the agent's shutdown): nothing to check.
@@ -451,7 +447,7 @@ impl Agent {
                 let reply = hook_error(name, &failure, "the watcher was stopped again");
                 let _ = self.stop_watcher_as(name, false, OnFailure::Report).await;
                 let message = reply.message.clone();
-                let _ = self.with_watcher(name, |w| w.last_error = Some(message));
+                let _ = self.with_watcher(name, |w| w.life.set_error(Some(message)));
                 Err(reply)
             }
         }
@@ -524,7 +520,7 @@ impl Agent {
             )
             .unwrap_or(Duration::MAX);
             Some((
-                w.state == WatcherState::Active && w.config.max_age > 0.0,
+                w.life.is_active() && w.config.max_age > 0.0,
                 now.duration_since(p.since) >= age,
                 now.duration_since(p.since),
             ))
@@ -579,7 +575,7 @@ impl Agent {
         name: &str,
         by_user: bool,
     ) -> CmdResult<Option<ChangeReport>> {
-        let (on_demand, state) = self.with_watcher(name, |w| (w.config.on_demand, w.state))?;
+        let (on_demand, state) = self.with_watcher(name, |w| (w.config.on_demand, w.state()))?;
         if !on_demand || state == WatcherState::Active {
             return Ok(None);
         }
@@ -587,14 +583,8 @@ impl Agent {
             self.sockets_of(name)
         } else {
             let sockets = self.arm_demand(name)?;
-            self.with_watcher(name, |w| {
-                if by_user {
-                    w.restarts.reset();
-                    w.epoch += 1;
-                }
-                w.state = WatcherState::Waiting;
-                w.last_error = None;
-            })?;
+            self.with_watcher(name, |_| ())?;
+            self.apply(name, Input::Wait { by_user });
             info!(
                 watcher = name,
                 "on demand: waiting for a connection on {}",
@@ -614,27 +604,17 @@ impl Agent {
     }
 
     /// After the last process of an `on_demand` watcher without respawn is gone:
-    /// waits for the next connection. False for other watchers (they stop).
-    pub(super) fn wait_again(self: &Rc<Self>, name: &str) -> bool {
-        if !self
-            .with_watcher(name, |w| w.config.on_demand)
-            .unwrap_or(false)
-        {
-            return false;
-        }
+    /// waits for the next connection (or stops, saying why it cannot).
+    pub(super) fn wait_again(self: &Rc<Self>, name: &str) {
         match self.arm_demand(name) {
             Ok(_) => {
-                let _ = self.with_watcher(name, |w| w.state = WatcherState::Waiting);
+                self.apply(name, Input::Wait { by_user: false });
                 info!(
                     watcher = name,
                     "its last process is gone: waiting for the next connection"
                 );
-                true
             }
-            Err(e) => {
-                warn!(watcher = name, "{}", e.message);
-                false
-            }
+            Err(e) => self.apply(name, Input::DemandLost { error: e.message }),
         }
     }
 
@@ -716,7 +696,7 @@ impl Agent {
             Err((socket, e)) => {
                 let message = format!("watcher '{name}': cannot wait on socket '{socket}': {e}");
                 warn!("{message}");
-                let _ = self.with_watcher(&name, |w| w.last_error = Some(message));
+                let _ = self.with_watcher(&name, |w| w.life.set_error(Some(message)));
             }
         }
     }
@@ -728,7 +708,7 @@ impl Agent {
         };
         let _guard = lock.lock().await;
         let waiting = self
-            .with_watcher(name, |w| w.state == WatcherState::Waiting)
+            .with_watcher(name, |w| w.state() == WatcherState::Waiting)
             .unwrap_or(false);
         if !waiting || self.shutting_down.get() {
             return;
@@ -736,7 +716,7 @@ impl Agent {
         if self.socket_generation() != generation {
             // The sockets changed meanwhile: wait on the new ones.
             if let Err(e) = self.arm_demand(name) {
-                self.give_up_waiting(name, e.message);
+                self.apply(name, Input::DemandLost { error: e.message });
             }
             return;
         }
@@ -750,17 +730,6 @@ impl Agent {
         }
     }
 
-    /// Ends the wait of `name` for a connection: `stopped`, saying why.
-    fn give_up_waiting(&self, name: &str, message: String) {
-        warn!(watcher = name, "{message}");
-        let _ = self.with_watcher(name, |w| {
-            w.demand = None;
-            w.state = WatcherState::Stopped;
-            w.last_error = Some(message);
-        });
-        self.emit(name, EventKind::Stop {});
-    }
-
     /// Stops every wait for a connection and lets the waiting tasks close their
     /// duplicates of the sockets (before `reloadconfig` changes sockets: a
     /// duplicate keeps an old socket listening). Returns the waiting watchers.
@@ -770,7 +739,7 @@ impl Agent {
             state
                 .watchers
                 .iter_mut()
-                .filter(|(_, w)| w.state == WatcherState::Waiting)
+                .filter(|(_, w)| w.state() == WatcherState::Waiting)
                 .map(|(name, w)| {
                     w.demand = None;
                     name.clone()
@@ -791,12 +760,12 @@ impl Agent {
         for name in waiting {
             let still = self
                 .with_watcher(&name, |w| {
-                    w.state == WatcherState::Waiting && w.demand.is_none()
+                    w.state() == WatcherState::Waiting && w.demand.is_none()
                 })
                 .unwrap_or(false);
             if still {
                 if let Err(e) = self.arm_demand(&name) {
-                    self.give_up_waiting(&name, e.message);
+                    self.apply(&name, Input::DemandLost { error: e.message });
                 }
             }
         }

@@ -10,9 +10,11 @@
 //!
 //! Exits are noticed when they happen: each child has a task awaiting it (tokio reaps
 //! through a pidfd or SIGCHLD, never by polling), which calls [`Agent::on_exit`]. That
-//! publishes exactly one `reap`, wakes whoever waits for the process, and asks the
-//! [`RestartTracker`] whether to respawn at once, after a backoff, or to stop a
-//! flapping watcher.
+//! publishes exactly one `reap`, wakes whoever waits for the process, and feeds the
+//! exit to the watcher's [`Life`], the pure state machine that decides (with the
+//! restart policy) whether to respawn at once, after a backoff, leave the slot
+//! empty, or stop a flapping watcher. The watcher's state is only ever changed
+//! there; [`effects`] carries out what it returns.
 //!
 //! A process's descendants go with it, even those that left its process group:
 //! see [`descendants`] for what is stopped when.
@@ -31,13 +33,13 @@ use ringmaster_protocol::{Codec, ErrorKind, ErrorReply, Event, EventKind, ExitIn
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AgentSettings, Config, RestartMode, WatcherConfig};
+use crate::config::{AgentSettings, Config, WatcherConfig};
 use crate::hooks::{HookPoint, HookSubject};
 use crate::lineage::Mark;
+use crate::machine::{Clock, Effect, ExitSeen, FillPlan, Input, Life, Occupancy};
 use crate::nodeinfo::HostProbe;
 use crate::output::{Captured, OutputService};
 use crate::persist::{PersistError, StateStore};
-use crate::policy::{RestartTracker, Verdict};
 use crate::sockets::Sockets;
 use crate::spawn::{self, SpawnError, SpawnVars};
 use crate::state_dir::{StateDir, StateLock};
@@ -46,6 +48,7 @@ use crate::survivors::PidJournal;
 
 mod commands;
 mod descendants;
+mod effects;
 mod lifecycle;
 mod socket_ops;
 mod upgrade_ops;
@@ -82,10 +85,8 @@ struct Exited {
     /// It exited with one of the watcher's success codes.
     success: bool,
     uptime: Duration,
-    /// What the restart policy says, for an unexpected exit.
-    verdict: Option<Verdict>,
-    /// It was the last process of a watcher whose policy leaves slots empty.
-    all_gone: bool,
+    /// What the watcher's life says to do about it.
+    effects: Vec<Effect>,
     /// Processes it started are still alive in its process group.
     leftovers: bool,
     /// Its mark, which its descendants carry.
@@ -108,14 +109,11 @@ struct Proc {
 
 struct Watcher {
     config: WatcherConfig,
-    state: WatcherState,
+    /// Its phase, restart history and last error: changed only through
+    /// [`Agent::step`].
+    life: Life,
     procs: BTreeMap<u32, Proc>,
     lock: Rc<Mutex<()>>,
-    restarts: RestartTracker,
-    /// Bumped by every user start/stop, so that a pending flapping retry knows it
-    /// has been overtaken.
-    epoch: u64,
-    last_error: Option<String>,
     /// Slots (wids) whose process waits for its `before_spawn` hook.
     pending: BTreeSet<u32>,
     /// While `waiting` (on_demand): the task waiting for a connection.
@@ -126,12 +124,9 @@ impl Watcher {
     fn new(config: WatcherConfig) -> Self {
         Watcher {
             config,
-            state: WatcherState::Stopped,
+            life: Life::default(),
             procs: BTreeMap::new(),
             lock: Rc::new(Mutex::new(())),
-            restarts: RestartTracker::default(),
-            epoch: 0,
-            last_error: None,
             pending: BTreeSet::new(),
             demand: None,
         }
@@ -161,7 +156,20 @@ impl Watcher {
     }
 
     fn supervised(&self) -> bool {
-        matches!(self.state, WatcherState::Active | WatcherState::Starting)
+        self.life.supervised()
+    }
+
+    /// The state the protocol reports.
+    fn state(&self) -> WatcherState {
+        self.life.wire_state()
+    }
+
+    /// What is alive or about to be besides the processes being stopped.
+    fn occupancy(&self) -> Occupancy {
+        Occupancy {
+            running: self.running_count(),
+            pending: self.pending.len(),
+        }
     }
 }
 
@@ -573,7 +581,7 @@ impl Agent {
             mark,
         };
         self.supervise(name, pid, proc, captured, async move { child.wait().await });
-        let _ = self.with_watcher(name, |w| w.last_error = None);
+        let _ = self.with_watcher(name, |w| w.life.set_error(None));
         self.emit(name, EventKind::Spawn { pid, wid });
         debug!(watcher = name, pid, wid, "spawned");
         Ok(pid)
@@ -644,7 +652,7 @@ impl Agent {
                 Ok(None) => refused.push(wid),
                 Err(e) => {
                     let message = format!("watcher '{name}': {e}");
-                    let _ = self.with_watcher(name, |w| w.last_error = Some(message.clone()));
+                    let _ = self.with_watcher(name, |w| w.life.set_error(Some(message.clone())));
                     self.emit(
                         name,
                         EventKind::SpawnFailed {
@@ -675,40 +683,23 @@ impl Agent {
         if self.shutting_down.get() {
             return;
         }
-        let now = Instant::now();
-        let (to_spawn, wake) = {
-            let state = self.state.borrow();
-            let Some(w) = state.watchers.get(name) else {
-                return;
-            };
-            if w.state != WatcherState::Active || w.config.restart_mode() == RestartMode::Never {
-                return;
-            }
-            let target = w.config.numprocesses as usize;
-            let empty = w.restarts.exited().count();
-            let mut missing = target.saturating_sub(w.running_count() + w.pending.len() + empty);
-            let used: BTreeSet<u32> = w
+        let plan = self.with_watcher(name, |w| {
+            let occupied: BTreeSet<u32> = w
                 .procs
                 .values()
                 .map(|p| p.wid)
                 .chain(w.pending.iter().copied())
-                .chain(w.restarts.exited().map(|(wid, _)| *wid))
                 .collect();
-            let mut to_spawn = Vec::new();
-            let mut wake: Option<Instant> = None;
-            let mut wid = 0;
-            while missing > 0 {
-                wid += 1;
-                if used.contains(&wid) {
-                    continue;
-                }
-                missing -= 1;
-                match w.restarts.backoff_until(wid, now) {
-                    Some(at) => wake = Some(wake.map_or(at, |w: Instant| w.min(at))),
-                    None => to_spawn.push(wid),
-                }
-            }
-            (to_spawn, wake)
+            let counted = w.running_count() + w.pending.len();
+            w.life
+                .fill_plan(&w.config, &occupied, counted, Instant::now())
+        });
+        let Ok(FillPlan {
+            spawn: to_spawn,
+            wake,
+        }) = plan
+        else {
+            return;
         };
         let hooked = !to_spawn.is_empty() && self.has_spawn_hooks(name);
         for wid in to_spawn {
@@ -733,26 +724,8 @@ impl Agent {
     }
 
     fn on_spawn_failure(self: &Rc<Self>, name: &str, wid: u32, error: impl std::fmt::Display) {
-        let message = format!("watcher '{name}': {error}");
-        warn!("{message}");
-        self.emit(
-            name,
-            EventKind::SpawnFailed {
-                error: error.to_string(),
-            },
-        );
-        let verdict = self.with_watcher(name, |w| {
-            w.last_error = Some(message.clone());
-            w.restarts
-                .on_spawn_failure(&w.config, wid, Instant::now(), fastrand::f64())
-        });
-        match verdict {
-            // Never retry a failed spawn in the same turn: go through a timer.
-            Ok(Verdict::Replace) => self.fill_at(name, Instant::now()),
-            Ok(Verdict::Backoff(delay)) => self.fill_at(name, Instant::now() + delay),
-            Ok(verdict) => self.act_on(name, verdict),
-            Err(_) => {}
-        }
+        let error = error.to_string();
+        self.apply(name, Input::SpawnFailed { wid, error });
     }
 
     // ----- exits ----------------------------------------------------------------
@@ -784,25 +757,17 @@ impl Agent {
             time: now_secs(SystemTime::now()),
             uptime: uptime.as_secs_f64(),
         };
-        let verdict = (!expected && w.supervised()).then(|| {
-            w.restarts
-                .on_exit(&w.config, record, uptime, Instant::now(), fastrand::f64())
-        });
         // Descendants the leader left behind in its group go before its slot is
         // filled again.
         let leftovers = !expected && group_alive(pid);
         let success = exit.code.is_some_and(|code| w.config.is_success(code));
-        // A watcher whose policy leaves its slots empty is stopped once its last
-        // process is gone (as Circus does without respawn).
-        let all_gone = w.state == WatcherState::Active
-            && w.config.restart_mode() != RestartMode::Always
-            && w.config.numprocesses > 0
-            && w.running_count() == 0
-            && w.pending.is_empty()
-            && w.restarts.backing_off(Instant::now()).is_empty();
-        if all_gone {
-            w.state = WatcherState::Stopped;
-        }
+        let seen = ExitSeen {
+            record,
+            uptime,
+            expected,
+            left: w.occupancy(),
+        };
+        let effects = w.life.next(&w.config, Input::Exited(seen), Clock::now());
         let hooks = &w.config.hooks;
         let reap_hooks = hooks.before_reap.is_some() || hooks.after_reap.is_some();
         drop(state);
@@ -813,8 +778,7 @@ impl Agent {
             expected,
             success,
             uptime,
-            verdict,
-            all_gone,
+            effects,
             leftovers,
             mark: proc.mark,
         };
@@ -842,8 +806,7 @@ impl Agent {
             expected,
             success,
             uptime,
-            verdict,
-            all_gone,
+            effects,
             leftovers,
             mark,
         } = exited;
@@ -865,20 +828,12 @@ impl Agent {
         } else {
             warn!(watcher = %name, pid, wid, "process exited by itself after {ran:.1}s: {exit}");
         }
-        // An on_demand watcher waits for the next connection instead.
-        if all_gone && !self.wait_again(name) {
-            info!(watcher = %name, "its last process is gone and respawn is off: stopped");
-            self.emit(name, EventKind::Stop {});
-            self.hook_in_background(name, HookPoint::AfterStop);
-        }
         if leftovers {
             let agent = Rc::clone(self);
             let name = name.to_string();
             tokio::task::spawn_local(async move {
                 agent.stop_leftovers(&name, pid, &mark).await;
-                if let Some(verdict) = verdict {
-                    agent.act_on(&name, verdict);
-                }
+                agent.carry_out(&name, effects);
             });
         } else {
             if !expected {
@@ -886,9 +841,7 @@ impl Agent {
                 // while the slot is filled again.
                 self.sweep_later(name, pid, mark);
             }
-            if let Some(verdict) = verdict {
-                self.act_on(name, verdict);
-            }
+            self.carry_out(name, effects);
         }
     }
 
@@ -917,104 +870,6 @@ impl Agent {
             .await;
         for waiter in waiters {
             let _ = waiter.send(exit);
-        }
-    }
-
-    fn act_on(self: &Rc<Self>, name: &str, verdict: Verdict) {
-        match verdict {
-            Verdict::Replace => self.fill(name),
-            Verdict::Backoff(delay) => {
-                info!(
-                    watcher = name,
-                    "a slot crashed quickly again: backing off {:.1}s",
-                    delay.as_secs_f64()
-                );
-                self.fill_at(name, Instant::now() + delay);
-            }
-            Verdict::LeaveEmpty | Verdict::Stopping => {}
-            Verdict::Flapping { attempt, retry_in } => {
-                let window = self
-                    .with_watcher(name, |w| {
-                        (w.config.flapping_attempts, w.config.flapping_window)
-                    })
-                    .unwrap_or((0, 0.0));
-                let message = match retry_in {
-                    Some(d) => format!(
-                        "flapping ({} exits within {}s); retry {attempt} in {:.1}s",
-                        window.0,
-                        window.1,
-                        d.as_secs_f64()
-                    ),
-                    None => format!(
-                        "flapping ({} exits within {}s); gave up after {} retries, start it again by hand",
-                        window.0,
-                        window.1,
-                        attempt.saturating_sub(1)
-                    ),
-                };
-                warn!(watcher = name, "{message}");
-                self.emit(
-                    name,
-                    EventKind::Flapping {
-                        attempt,
-                        retry_in: retry_in.map(|d| d.as_secs_f64()),
-                    },
-                );
-                let agent = Rc::clone(self);
-                let name = name.to_string();
-                tokio::task::spawn_local(async move {
-                    agent.handle_flapping(&name, message, retry_in).await;
-                });
-            }
-        }
-    }
-
-    async fn handle_flapping(
-        self: &Rc<Self>,
-        name: &str,
-        message: String,
-        retry_in: Option<Duration>,
-    ) {
-        let Ok(lock) = self.lock_of(name) else { return };
-        let epoch = {
-            let _guard = lock.lock().await;
-            let _ = self
-                .watcher_hook(name, HookPoint::BeforeStop, OnFailure::Report)
-                .await;
-            let Ok((epoch, pids)) = self.with_watcher(name, |w| {
-                w.state = WatcherState::Stopping;
-                w.last_error = Some(message.clone());
-                (w.epoch, w.pids())
-            }) else {
-                return;
-            };
-            self.stop_pids(name, pids).await;
-            let next = if retry_in.is_some() {
-                WatcherState::Flapping
-            } else {
-                WatcherState::Stopped
-            };
-            let _ = self.with_watcher(name, |w| w.state = next);
-            self.emit(name, EventKind::Stop {});
-            let _ = self
-                .watcher_hook(name, HookPoint::AfterStop, OnFailure::Report)
-                .await;
-            epoch
-        };
-        let Some(delay) = retry_in else { return };
-        tokio::time::sleep(delay).await;
-        let _guard = lock.lock().await;
-        let still_ours = self
-            .with_watcher(name, |w| {
-                w.epoch == epoch && w.state == WatcherState::Flapping
-            })
-            .unwrap_or(false);
-        if still_ours && !self.shutting_down.get() {
-            let _ = self.with_watcher(name, |w| w.restarts.reset_for_retry());
-            info!(watcher = name, "retrying after flapping");
-            if let Err(e) = self.start_watcher(name, false).await {
-                warn!(watcher = name, "retry after flapping failed: {}", e.message);
-            }
         }
     }
 
@@ -1152,15 +1007,11 @@ impl Agent {
     ) -> CmdResult<ChangeReport> {
         self.refuse_if_shutting_down()?;
         let (already, count) = self.with_watcher(name, |w| {
-            if w.state == WatcherState::Active {
+            if w.life.is_active() {
                 return (Some(w.pids()), 0);
             }
-            if by_user {
-                w.restarts.reset();
-                w.epoch += 1;
-            }
-            w.state = WatcherState::Starting;
-            w.last_error = None;
+            w.life
+                .next(&w.config, Input::Start { by_user }, Clock::now());
             let count = (w.config.numprocesses as usize).saturating_sub(w.running_count());
             (None, count)
         })?;
@@ -1175,18 +1026,8 @@ impl Agent {
         match self.spawn_many(name, count).await {
             Ok(started) => {
                 self.after_start(name).await?;
-                let became_active = self.with_watcher(name, |w| {
-                    if w.state == WatcherState::Starting {
-                        w.state = WatcherState::Active;
-                        true
-                    } else {
-                        false
-                    }
-                })?;
-                if became_active {
-                    self.emit(name, EventKind::Start {});
-                    self.fill(name);
-                }
+                self.with_watcher(name, |_| ())?;
+                self.apply(name, Input::Started);
                 Ok(ChangeReport {
                     started,
                     done: true,
@@ -1194,7 +1035,8 @@ impl Agent {
                 })
             }
             Err(e) => {
-                let _ = self.with_watcher(name, |w| w.state = WatcherState::Stopped);
+                let error = e.message.clone();
+                self.apply(name, Input::StartAborted { error });
                 Err(e)
             }
         }
@@ -1217,9 +1059,7 @@ impl Agent {
         by_user: bool,
         on_failure: OnFailure,
     ) -> CmdResult<ChangeReport> {
-        let running = self.with_watcher(name, |w| {
-            !matches!(w.state, WatcherState::Stopped | WatcherState::Flapping)
-        })?;
+        let running = self.with_watcher(name, |w| w.life.is_running())?;
         if running {
             if let Err(failure) = self
                 .watcher_hook(name, HookPoint::BeforeStop, on_failure)
@@ -1232,16 +1072,8 @@ impl Agent {
                 ));
             }
         }
-        let pids = self.with_watcher(name, |w| {
-            if by_user {
-                w.epoch += 1;
-            }
-            w.demand = None;
-            let was_stopped = matches!(w.state, WatcherState::Stopped | WatcherState::Flapping);
-            w.state = WatcherState::Stopping;
-            (was_stopped, w.pids())
-        })?;
-        let (was_stopped, pids) = pids;
+        let (was_stopped, pids) = self.with_watcher(name, |w| (!w.life.is_running(), w.pids()))?;
+        self.apply(name, Input::Stop { by_user });
         // A watcher that was stopped and has no process had its orphans swept
         // when it stopped: no need to scan again (`rm` of many watchers).
         let sweep = if was_stopped && pids.is_empty() {
@@ -1250,13 +1082,9 @@ impl Agent {
             Sweep::Watcher
         };
         let stopped = self.stop_pids_as(name, pids, sweep).await;
-        self.with_watcher(name, |w| w.state = WatcherState::Stopped)?;
-        if !was_stopped {
-            self.emit(name, EventKind::Stop {});
-            let _ = self
-                .watcher_hook(name, HookPoint::AfterStop, OnFailure::Report)
-                .await;
-        }
+        self.with_watcher(name, |_| ())?;
+        let effects = self.step(name, Input::Stopped);
+        self.carry_out_in_order(name, effects).await;
         Ok(ChangeReport {
             stopped,
             done: true,
@@ -1274,7 +1102,7 @@ impl Agent {
                 w.running().map(|(pid, p)| (p.since, *pid)).collect();
             old.sort();
             (
-                w.state == WatcherState::Active,
+                w.life.is_active(),
                 old.into_iter().map(|(_, pid)| pid).collect::<Vec<_>>(),
             )
         })?;
@@ -1304,11 +1132,11 @@ impl Agent {
     async fn scale_to(self: &Rc<Self>, name: &str, target: u32) -> CmdResult<ChangeReport> {
         let (active, running, mut by_age) = self.with_watcher(name, |w| {
             w.config.numprocesses = target;
-            w.restarts.forget_slots_above(target);
+            w.life.scaled(target);
             let mut by_age: Vec<(Instant, u32)> =
                 w.running().map(|(pid, p)| (p.since, *pid)).collect();
             by_age.sort();
-            (w.state == WatcherState::Active, w.running_count(), by_age)
+            (w.life.is_active(), w.running_count(), by_age)
         })?;
         let mut report = ChangeReport {
             numprocesses: Some(target),

@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-use ringmaster_protocol::message::{ChangeReport, SocketInfo, WatcherState};
+use ringmaster_protocol::message::{ChangeReport, SocketInfo};
 use tracing::{info, warn};
 
 use super::Agent;
@@ -179,7 +179,7 @@ impl Agent {
         state
             .watchers
             .iter()
-            .filter(|(_, w)| w.state == WatcherState::Active)
+            .filter(|(_, w)| w.life.is_active())
             .filter(|(_, w)| sockets.used_by(&w.config).iter().any(|s| s == name))
             .map(|(n, _)| n.clone())
             .collect()

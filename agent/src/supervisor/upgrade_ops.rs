@@ -2,6 +2,7 @@
 //! old program image, checking the new binary, freezing and writing the
 //! handover; in the new one, taking every handed-over process back.
 
+use crate::machine::Input;
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -217,10 +218,10 @@ impl Agent {
                      moment"
                 )));
             }
-            if matches!(w.state, WatcherState::Starting | WatcherState::Stopping) {
+            if matches!(w.state(), WatcherState::Starting | WatcherState::Stopping) {
                 return Err(UpgradeError::Busy(format!(
                     "watcher '{name}' is {}; try again when it is done",
-                    w.state
+                    w.state()
                 )));
             }
         }
@@ -240,7 +241,7 @@ impl Agent {
             .iter()
             .map(|(name, w)| HandedWatcher {
                 name: name.clone(),
-                state: w.state,
+                state: w.state(),
                 processes: w
                     .procs
                     .iter()
@@ -304,7 +305,7 @@ impl Agent {
             .borrow()
             .watchers
             .iter()
-            .filter(|(_, w)| w.state == WatcherState::Active)
+            .filter(|(_, w)| w.life.is_active())
             .map(|(name, _)| name.clone())
             .collect();
         for name in active {
@@ -325,6 +326,7 @@ impl Agent {
         self.seq.set(handover.seq);
         let mut taken = TakenOver::default();
         let now = Instant::now();
+        let mut adopted = Vec::new();
         for handed in &handover.watchers {
             taken.watchers.insert(handed.name.clone());
             let known = if handed.state == WatcherState::Waiting {
@@ -332,8 +334,9 @@ impl Agent {
                 taken.waiting.insert(handed.name.clone());
                 self.with_watcher(&handed.name, |_| ()).is_ok()
             } else {
-                self.with_watcher(&handed.name, |w| w.state = handed.state)
-                    .is_ok()
+                let effects = self.step(&handed.name, Input::Adopted(handed.state));
+                adopted.push((handed.name.clone(), effects));
+                self.with_watcher(&handed.name, |_| ()).is_ok()
             };
             for p in &handed.processes {
                 if !known {
@@ -364,10 +367,9 @@ impl Agent {
                 taken.processes += 1;
             }
         }
-        for name in &taken.watchers {
-            if self.with_watcher(name, |w| w.state == WatcherState::Active) == Ok(true) {
-                self.fill(name);
-            }
+        // Now that every process is back: fill what emptied, re-arm retries.
+        for (name, effects) in adopted {
+            self.carry_out(&name, effects);
         }
         taken
     }
