@@ -601,12 +601,13 @@ impl Life {
 
     /// Which slots of an active watcher to spawn now: the lowest wids that are
     /// neither `occupied` (running, stopping or pending) nor left empty by the
-    /// policy, up to `numprocesses`; those backing off are left for `wake`.
+    /// policy, until `left` plus the empty slots make `numprocesses`; those
+    /// backing off are left for `wake`.
     pub fn fill_plan(
         &self,
         config: &WatcherConfig,
         occupied: &BTreeSet<u32>,
-        running_or_pending: usize,
+        left: Occupancy,
         now: Instant,
     ) -> FillPlan {
         let mut plan = FillPlan::default();
@@ -614,7 +615,8 @@ impl Life {
             return plan;
         }
         let empty = self.restarts.exited().count();
-        let mut missing = (config.numprocesses as usize).saturating_sub(running_or_pending + empty);
+        let mut missing =
+            (config.numprocesses as usize).saturating_sub(left.running + left.pending + empty);
         let mut wid = 0;
         while missing > 0 {
             wid += 1;
@@ -716,6 +718,16 @@ mod tests {
             vec![Effect::Emit(EventKind::Start {}), Effect::Fill]
         );
         life
+    }
+
+    /// Quick crashes of slot 1, 10 ms apart from `from` seconds, enough to flap;
+    /// returns the effects of the last one.
+    fn flap(life: &mut Life, c: &WatcherConfig, t0: Instant, from: f64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for i in 0..c.flapping_attempts {
+            effects = life.next(c, crash(1, 0.01), at(t0, from + f64::from(i) * 0.01));
+        }
+        effects
     }
 
     fn fill_at(effects: &[Effect]) -> Option<Instant> {
@@ -853,7 +865,7 @@ mod tests {
         assert_eq!(life.phase(), &Phase::Active);
         // The plan spawns slot 2 and 3 and wakes for slot 1.
         let occupied = BTreeSet::new();
-        let plan = life.fill_plan(&c, &occupied, 0, t0 + secs(0.6));
+        let plan = life.fill_plan(&c, &occupied, Occupancy::default(), t0 + secs(0.6));
         assert_eq!(plan.spawn, vec![2, 3]);
         assert_eq!(plan.wake, Some(t0 + secs(0.7)));
         assert_eq!(
@@ -940,7 +952,15 @@ mod tests {
             .next(&c, exit(1, Some(0), None, 10.0, 2), at(t0, 10.0))
             .is_empty());
         assert_eq!(life.phase(), &Phase::Active);
-        let plan = life.fill_plan(&c, &BTreeSet::from([2, 3]), 2, t0 + secs(10.0));
+        let plan = life.fill_plan(
+            &c,
+            &BTreeSet::from([2, 3]),
+            Occupancy {
+                running: 2,
+                pending: 0,
+            },
+            t0 + secs(10.0),
+        );
         assert!(
             plan.spawn.is_empty(),
             "the exited slot stays empty: {plan:?}"
@@ -1015,10 +1035,7 @@ mod tests {
         let t0 = Instant::now();
         let mut life = active(&c, t0);
         // Enough quick crashes within the window: flapping.
-        let mut effects = Vec::new();
-        for i in 0..c.flapping_attempts {
-            effects = life.next(&c, crash(1, 0.01), at(t0, f64::from(i) * 0.01));
-        }
+        let effects = flap(&mut life, &c, t0, 0.0);
         let epoch = life.epoch();
         assert!(
             effects.contains(&Effect::StopForFlapping { epoch }),
@@ -1057,9 +1074,7 @@ mod tests {
         life.next(&c, Input::Start { by_user: false }, at(t0, 8.0));
         life.next(&c, Input::Started, at(t0, 8.0));
         // Flapping again right away: attempt 2 > max_retry 1, the agent gives up.
-        for i in 0..c.flapping_attempts {
-            effects = life.next(&c, crash(1, 0.01), at(t0, 8.1 + f64::from(i) * 0.01));
-        }
+        let effects = flap(&mut life, &c, t0, 8.1);
         assert!(effects.contains(&Effect::Emit(EventKind::Flapping {
             attempt: 2,
             retry_in: None
@@ -1081,9 +1096,7 @@ mod tests {
         let c = flapping(-1);
         let t0 = Instant::now();
         let mut life = active(&c, t0);
-        for i in 0..c.flapping_attempts {
-            life.next(&c, crash(1, 0.01), at(t0, f64::from(i) * 0.01));
-        }
+        flap(&mut life, &c, t0, 0.0);
         let epoch = life.epoch();
         // The user stops it before the flapping stop ran.
         life.next(&c, Input::Stop { by_user: true }, at(t0, 0.5));
@@ -1102,9 +1115,7 @@ mod tests {
         let c = flapping(-1);
         let t0 = Instant::now();
         let mut life = active(&c, t0);
-        for i in 0..c.flapping_attempts {
-            life.next(&c, crash(1, 0.01), at(t0, f64::from(i) * 0.01));
-        }
+        flap(&mut life, &c, t0, 0.0);
         let epoch = life.epoch();
         life.next(&c, Input::Stopped, at(t0, 0.5));
         // Paused: a stop has no process to stop and emits nothing.
@@ -1204,16 +1215,24 @@ mod tests {
         let t0 = Instant::now();
         let life = Life::default();
         assert_eq!(
-            life.fill_plan(&c, &BTreeSet::new(), 0, t0),
+            life.fill_plan(&c, &BTreeSet::new(), Occupancy::default(), t0),
             FillPlan::default()
         );
         let life = active(&c, t0);
-        let plan = life.fill_plan(&c, &BTreeSet::from([2]), 1, t0);
+        let plan = life.fill_plan(
+            &c,
+            &BTreeSet::from([2]),
+            Occupancy {
+                running: 1,
+                pending: 0,
+            },
+            t0,
+        );
         assert_eq!(plan.spawn, vec![1, 3]);
         let mut never = c.clone();
         never.restart = RestartMode::Never;
         assert!(life
-            .fill_plan(&never, &BTreeSet::new(), 0, t0)
+            .fill_plan(&never, &BTreeSet::new(), Occupancy::default(), t0)
             .spawn
             .is_empty());
     }

@@ -690,9 +690,8 @@ impl Agent {
                 .map(|p| p.wid)
                 .chain(w.pending.iter().copied())
                 .collect();
-            let counted = w.running_count() + w.pending.len();
             w.life
-                .fill_plan(&w.config, &occupied, counted, Instant::now())
+                .fill_plan(&w.config, &occupied, w.occupancy(), Instant::now())
         });
         let Ok(FillPlan {
             spawn: to_spawn,
